@@ -1,0 +1,58 @@
+"""``umsrep report RUN_DIR [RUN_DIR ...] -o report.html``: the HTML report, plus every table as
+CSV, JSON and LaTeX in ``<report stem>_tables/`` next to it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from analysis.load import RunFolderError
+from analysis.report import ReportOptions, write_report
+from analysis.stats import DEFAULT_IOU_THRESHOLD
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folder(s) written by umsrep"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write"
+    )
+    parser.add_argument("--split", default="test", help="which split to report (default: test)")
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=DEFAULT_IOU_THRESHOLD,
+        help="segmentation: an image is correct for McNemar when IoU >= this",
+    )
+    parser.add_argument(
+        "--exact-below",
+        type=int,
+        default=25,
+        help="McNemar is exact binomial when discordant pairs are fewer than this",
+    )
+    parser.add_argument(
+        "--paper-reference",
+        type=Path,
+        default=None,
+        help="JSON file {task: {strategy: {metric: value}}} of published numbers to show beside ours",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = ReportOptions(
+        split=args.split, iou_threshold=args.iou_threshold, exact_below=args.exact_below
+    )
+    paper = json.loads(args.paper_reference.read_text()) if args.paper_reference else None
+    out: Path = args.output
+    try:
+        path = write_report(
+            args.run_dirs, out, paper, options, tables_dir=out.parent / f"{out.stem}_tables"
+        )
+    except RunFolderError as exc:
+        print(f"umsrep report: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0

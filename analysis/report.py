@@ -1,0 +1,260 @@
+"""The report: run folders -> tables -> one self-contained, offline HTML file."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import _html, figures
+from analysis.cost import cost_summary, stage_costs
+from analysis.export import export_tables
+from analysis.load import RunData, load_runs
+from analysis.stats import DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
+from analysis.tables import (
+    DEFAULT_PRIMARY_METRICS,
+    denoise_table,
+    metric_summary,
+    overview_table,
+    paper_table,
+)
+
+log = logging.getLogger(__name__)
+
+TABLE_CAPTIONS = {
+    "overview": "Best strategy per task and its gain over the baseline",
+    "metrics": "Test metrics per task and strategy: mean ± std [95% CI] over folds, and pooled (Tables 3/5/7/9)",
+    "metric_summary": "Test metrics per task and strategy (long format)",
+    "denoising": "Denoising quality per noise level over folds (Table 2)",
+    "mcnemar": "McNemar tests, Holm-corrected per task",
+    "cost_stages": "Compute cost per stage (Tables 4/6/8/10)",
+    "cost_summary": "Shared approach vs baseline: totals, % reduction, marginal cost of one more task",
+}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """split: which predictions/metrics to report; iou_threshold: segmentation correctness for
+    McNemar; exact_below: discordant pairs under which McNemar is exact; max_gallery: images
+    shown per gallery kind."""
+
+    split: str = "test"
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    exact_below: int = 25
+    alpha: float = 0.05
+    primary_metrics: tuple[str, ...] = DEFAULT_PRIMARY_METRICS
+    max_gallery: int = 12
+
+
+def build_tables(
+    data: RunData, options: ReportOptions = ReportOptions()
+) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by name (the names of :data:`TABLE_CAPTIONS`)."""
+    summary = metric_summary(data.metrics, data.predictions, options.split)
+    tests = pairwise_mcnemar(
+        data.predictions, options.split, options.iou_threshold, options.exact_below, options.alpha
+    )
+    return {
+        "overview": overview_table(summary, tests, options.primary_metrics),
+        "metrics": paper_table(summary),
+        "metric_summary": summary,
+        "denoising": denoise_table(data.metrics, options.split),
+        "mcnemar": tests,
+        "cost_stages": stage_costs(data.stages),
+        "cost_summary": cost_summary(data.stages),
+    }
+
+
+def _title(run: str, name: str, many_runs: bool) -> str:
+    return f"{run} · {name}" if many_runs else name
+
+
+def _metric_sections(
+    data: RunData, t: dict[str, pd.DataFrame], paper: dict | None, opt: ReportOptions
+) -> tuple[str, str]:
+    summary, tests, many = t["metric_summary"], t["mcnemar"], len(data.runs) > 1
+    folds = data.metrics[
+        (data.metrics["split"] == opt.split)
+        & (data.metrics["noise"] == "")
+        & (data.metrics["fold"] >= 0)
+    ]
+    bars, sig = [], []
+    for (run, task), g in summary.groupby(["run", "task"], sort=False):
+        f = folds[(folds["run"] == run) & (folds["task"] == task)]
+        fid = _html.slug(f"m-{run}-{task}")
+        bars.append(
+            _html.figure(
+                figures.metric_figure(g, f, _title(run, task, many), (paper or {}).get(task)), fid
+            )
+        )
+        tt = tests[(tests["run"] == run) & (tests["task"] == task)]
+        if len(tt):
+            unit = tt["unit"].iloc[0]
+            fig = figures.significance_figure(
+                tt, f"{_title(run, task, many)}: McNemar, Holm-corrected (unit: {unit})"
+            )
+            sig.append(_html.figure(fig, _html.slug(f"s-{run}-{task}")))
+    note = _html.paragraph(
+        "Bars: mean over folds with 95% t-interval; dots: one per fold"
+        + (f"; diamonds: {figures.PAPER_LABEL} numbers." if paper else ".")
+    )
+    sig_note = _html.paragraph(
+        "Pairs are the same test samples (joined on fold and sample id). Segmentation: an image is correct "
+        f"when its IoU ≥ {opt.iou_threshold:g} (a per-pixel test needs masks, which the run tables do not keep). "
+        f"Exact binomial test under {opt.exact_below} discordant pairs, chi-square with continuity correction "
+        f"otherwise; * = significant at {opt.alpha:g} after Holm correction within each task."
+    )
+    return note + "".join(bars), sig_note + (
+        "".join(sig) or _html.paragraph("No paired test predictions.")
+    )
+
+
+def _overview(t: dict[str, pd.DataFrame]) -> str:
+    """Plain sentences: which strategy wins each task, by how much, how surely, at what cost."""
+    parts = []
+    for r in t["overview"].to_dict("records"):
+        if pd.isna(r["baseline"]):
+            verdict = "no baseline to compare with"
+        else:
+            sig = "significant" if r["significant"] else "not significant"
+            verdict = (
+                f"baseline {r['baseline']:.4g}, gain {r['gain']:+.4g} ({r['gain_pct']:+.2f}%), "
+                f'<span class="{"sig" if r["significant"] else ""}">{sig}</span> '
+                f"(McNemar, Holm p = {r['p_holm']:.3g}, unit: {html.escape(r['unit'])})"
+            )
+        parts.append(
+            f"<li><b>{html.escape(r['task'])}</b> [{html.escape(r['run'])}]: best is <b>{html.escape(r['best_strategy'])}</b>, "
+            f"{html.escape(r['metric'])} {html.escape(r['best'])}; {verdict}</li>"
+        )
+    for r in t["cost_summary"].to_dict("records"):
+        if pd.isna(r["baseline_minutes"]):
+            continue
+        parts.append(
+            f"<li>Cost [{html.escape(r['run'])}], {html.escape(r['strategy'])}: {r['shared_minutes']:.1f} min vs baseline "
+            f"{r['baseline_minutes']:.1f} min (<b>{r['time_reduction_pct']:.1f}% less time</b>); {r['shared_params']:,} vs "
+            f"{r['baseline_params']:,.0f} trainable parameters (<b>{r['params_reduction_pct']:.1f}% fewer</b>); one more task: "
+            f"{r['marginal_shared_minutes']:.2f} min vs {r['marginal_baseline_minutes']:.2f} min</li>"
+        )
+    return f"<ul>{''.join(parts)}</ul>" + _html.table(
+        t["overview"], "overview", TABLE_CAPTIONS["overview"]
+    )
+
+
+def _cost_section(t: dict[str, pd.DataFrame], many: bool) -> str:
+    figs = [
+        _html.figure(
+            figures.cost_figure(c, _title(run, "compute cost: shared vs baseline", many)),
+            _html.slug(f"c-{run}"),
+        )
+        for run, c in t["cost_stages"].groupby("run", sort=False)
+    ]
+    return "".join(figs) + _html.table(
+        t["cost_summary"], "cost_summary", TABLE_CAPTIONS["cost_summary"]
+    )
+
+
+def _denoise_section(t: dict[str, pd.DataFrame], many: bool) -> str:
+    return "".join(
+        _html.figure(
+            figures.denoise_figure(d, _title(run, f"{task}: quality per noise level", many)),
+            _html.slug(f"d-{run}-{task}"),
+        )
+        for (run, task), d in t["denoising"].groupby(["run", "task"], sort=False)
+    )
+
+
+def _sweep_section(data: RunData, many: bool) -> str:
+    out = []
+    for (run, stage), g in data.trials.groupby(["run", "stage"], sort=False):
+        g = g.dropna(axis=1, how="all")
+        for k, fig in enumerate(figures.sweep_figures(g, _title(run, f"sweep {stage}", many))):
+            out.append(_html.figure(fig, _html.slug(f"t-{run}-{stage}-{k}")))
+    return "".join(out)
+
+
+def _gallery_section(data: RunData, opt: ReportOptions) -> str:
+    out = []
+    for (run, kind), g in data.samples.groupby(["run", "kind"], sort=False):
+        out.append(
+            f"<h3>{html.escape(run)} · {html.escape(kind)}</h3>{_html.gallery(g, opt.max_gallery)}"
+        )
+    return "".join(out)
+
+
+def render_report(
+    data: RunData,
+    tables: dict[str, pd.DataFrame],
+    paper_reference: dict | None = None,
+    options: ReportOptions = ReportOptions(),
+) -> str:
+    """The report's HTML text (see :func:`write_report`)."""
+    many = len(data.runs) > 1
+    bars, sig = _metric_sections(data, tables, paper_reference, options)
+    sections = [
+        ("overview", "Overview", _overview(tables)),
+        ("metrics", "Metrics per task", bars),
+        ("significance", "Significance (McNemar)", sig),
+        ("cost", "Compute cost", _cost_section(tables, many)),
+    ]
+    if len(tables["denoising"]):
+        sections.append(("denoising", "Denoising per noise level", _denoise_section(tables, many)))
+    if len(data.trials):
+        sections.append(("sweeps", "Hyperparameter sweeps", _sweep_section(data, many)))
+    if len(data.samples):
+        sections.append(("galleries", "Galleries (test set)", _gallery_section(data, options)))
+    table_html = "".join(
+        _html.table(df, name, TABLE_CAPTIONS[name], collapsed=name != "metrics")
+        for name, df in tables.items()
+        if name != "overview"
+    )
+    if paper_reference:
+        table_html += _html.table(
+            _paper_frame(paper_reference),
+            "paper_published",
+            f"{figures.PAPER_LABEL} numbers",
+            collapsed=True,
+        )
+    sections.append(("tables", "Tables", table_html))
+    body = "".join(_html.section(a, title, content) for a, title, content in sections)
+    title = "UMS-Rep report: " + ", ".join(data.runs)
+    return _html.page(title, [(a, t) for a, t, _ in sections], body)
+
+
+def _paper_frame(paper: dict) -> pd.DataFrame:
+    rows = [
+        {"task": task, "strategy": s, "metric": m, "value": v, "source": figures.PAPER_LABEL}
+        for task, by_s in paper.items()
+        for s, by_m in by_s.items()
+        for m, v in by_m.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def write_report(
+    run_dirs: Iterable[str | Path],
+    out_html: str | Path,
+    paper_reference: dict | None = None,
+    options: ReportOptions = ReportOptions(),
+    tables_dir: str | Path | None = None,
+) -> Path:
+    """Write one self-contained HTML report (plotly.js inlined, images as data URIs, no network).
+
+    ``paper_reference`` maps task -> strategy -> metric -> published value; those numbers are
+    drawn beside ours labelled "paper (published)". When ``tables_dir`` is given, every table is
+    also written there as CSV, JSON and LaTeX. Returns the report's path.
+    """
+    data = load_runs(run_dirs)
+    tables = build_tables(data, options)
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(render_report(data, tables, paper_reference, options), encoding="utf-8")
+    tmp.replace(out)
+    if tables_dir is not None:
+        export_tables(tables, Path(tables_dir), TABLE_CAPTIONS)
+    log.info("report written to %s", out)
+    return out

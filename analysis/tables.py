@@ -1,0 +1,254 @@
+"""Metric tables in the paper's shapes (Tables 2, 3, 5, 7, 9).
+
+Fold values are summarised as mean, sample standard deviation (ddof=1) and a two-sided 95%
+confidence interval of the mean from the t-distribution with n-1 degrees of freedom. The
+``pooled`` column is the test-set value over all folds: the runner's ``fold == -1`` rows when it
+wrote them, else computed here from ``predictions.parquet`` (classification: accuracy, F-score,
+MCC on the concatenated predictions; segmentation: mean per-image IoU and Dice).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from umsrep.schema import BASELINE
+
+SHARED_BACKBONE = "shared backbone"  # label for the backbone's own rows (strategy "")
+KEYS = ["run", "task", "strategy", "metric"]
+STRATEGY_ORDER = ("independent", "alternating", "joint")  # the paper's order; others follow
+_METRIC_ORDER = [
+    "accuracy",
+    "pixel_accuracy",
+    "f1",
+    "iou",
+    "dice",
+    "mcc",
+    "auc",
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "loss",
+]
+
+
+def summarize_folds(values: np.ndarray | pd.Series, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, std (ddof=1), t-based CI of the mean and n for one metric's per-fold values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    mean = float(x.mean()) if n else float("nan")
+    if n < 2:
+        return {
+            "n_folds": n,
+            "mean": mean,
+            "std": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+        }
+    std = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / np.sqrt(n)
+    return {"n_folds": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def compute_pooled_classification(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, F-score and MCC of integer labels. F-score is of class 1 for binary labels and
+    the macro average over classes otherwise; MCC is the multiclass (Gorodkin) form."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    classes = np.union1d(y_true, y_pred)
+    cm = pd.crosstab(
+        pd.Categorical(y_true, classes), pd.Categorical(y_pred, classes), dropna=False
+    ).to_numpy(float)
+    tp = np.diag(cm)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    binary = set(classes.tolist()) <= {0, 1}
+    f_score = float(f1[list(classes).index(1)]) if binary and 1 in classes else float(f1.mean())
+    n, correct = cm.sum(), tp.sum()
+    t_k, p_k = cm.sum(1), cm.sum(0)
+    mcc_den = np.sqrt((n**2 - (p_k**2).sum()) * (n**2 - (t_k**2).sum()))
+    mcc = float((correct * n - (t_k * p_k).sum()) / mcc_den) if mcc_den > 0 else 0.0
+    return {"accuracy": float(correct / n), "f1": f_score, "mcc": mcc}
+
+
+def pooled_from_predictions(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Pooled test values (long format: run, task, strategy, metric, pooled) from predictions."""
+    rows = []
+    preds = predictions[predictions["split"] == split]
+    for (run, task, strategy), g in preds.groupby(["run", "task", "strategy"], sort=False):
+        if g["iou"].notna().any():
+            values = {"iou": g["iou"].mean(), "dice": g["score"].mean()}
+        else:
+            values = compute_pooled_classification(g["y_true"].to_numpy(), g["y_pred"].to_numpy())
+        rows += [
+            {"run": run, "task": task, "strategy": strategy, "metric": m, "pooled": v}
+            for m, v in values.items()
+        ]
+    return pd.DataFrame(rows, columns=[*KEYS, "pooled"])
+
+
+def metric_summary(
+    metrics: pd.DataFrame,
+    predictions: pd.DataFrame | None = None,
+    split: str = "test",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """One row per (run, task, strategy, metric) of the non-noise metrics of ``split``:
+    n_folds, mean, std, ci_low, ci_high over folds >= 0, and ``pooled`` (see module doc)."""
+    m = metrics[(metrics["split"] == split) & (metrics["noise"].fillna("") == "")]
+    folds = m[m["fold"] >= 0]
+    rows = [
+        {**dict(zip(KEYS, key, strict=True)), **summarize_folds(g["value"], confidence)}
+        for key, g in folds.groupby(KEYS, sort=False)
+    ]
+    out = pd.DataFrame(rows, columns=[*KEYS, "n_folds", "mean", "std", "ci_low", "ci_high"])
+    pooled = (
+        m[m["fold"] == -1]
+        .groupby(KEYS, as_index=False)["value"]
+        .mean()
+        .rename(columns={"value": "pooled"})
+    )
+    if predictions is not None and len(predictions):
+        derived = pooled_from_predictions(predictions, split)
+        # the runner's own pooled values win; predictions fill the gaps
+        pooled = pd.concat([pooled, derived]).drop_duplicates(KEYS, keep="first")
+    out = (
+        out.merge(pooled, on=KEYS, how="left")
+        if len(out)
+        else out.assign(pooled=pd.Series(dtype=float))
+    )
+    out["strategy"] = out["strategy"].replace("", SHARED_BACKBONE)
+    return _sort(out)
+
+
+def order_strategies(names: list[str] | pd.Series) -> list[str]:
+    """Unique strategy names: the paper's strategies first, then others as first seen, then
+    the shared backbone, the baseline last."""
+    seen = list(dict.fromkeys(names))
+    known = [s for s in STRATEGY_ORDER if s in seen]
+    tail = [s for s in (SHARED_BACKBONE, "", BASELINE) if s in seen]
+    return known + [s for s in seen if s not in known and s not in tail] + tail
+
+
+def _sort(df: pd.DataFrame) -> pd.DataFrame:
+    """Strategies by :func:`order_strategies`, tasks as first seen, metrics in the paper's order."""
+    order = {m: i for i, m in enumerate(_METRIC_ORDER)}
+    strat = order_strategies(df["strategy"])
+    df = df.assign(
+        _s=df["strategy"].map({s: i for i, s in enumerate(strat)}),
+        _m=df["metric"].map(lambda x: order.get(x, len(order))),
+        _t=df["task"].map({t: i for i, t in enumerate(dict.fromkeys(df["task"]))}),
+    )
+    return (
+        df.sort_values(["run", "_t", "_s", "_m"])
+        .drop(columns=["_s", "_m", "_t"])
+        .reset_index(drop=True)
+    )
+
+
+def format_mean_ci(row: pd.Series, digits: int = 3) -> str:
+    """'0.912 ± 0.013 [0.903, 0.921]' (mean ± std [95% CI]); just the mean for one fold."""
+    if np.isnan(row["std"]):
+        return f"{row['mean']:.{digits}f}"
+    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+
+
+def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The paper's Table 3/5/7/9 shape: one row per (run, task, strategy), one column per metric
+    holding 'mean ± std [CI]', plus '<metric> (pooled)' columns; the baseline rows come last."""
+    if summary.empty:
+        return pd.DataFrame(columns=["run", "task", "strategy"])
+    s = summary.assign(cell=summary.apply(format_mean_ci, axis=1, digits=digits))
+    metrics = list(dict.fromkeys(s["metric"]))
+    wide = s.pivot_table(
+        index=["run", "task", "strategy"],
+        columns="metric",
+        values="cell",
+        aggfunc="first",
+        sort=False,
+    )
+    pooled = s.pivot_table(
+        index=["run", "task", "strategy"],
+        columns="metric",
+        values="pooled",
+        aggfunc="first",
+        sort=False,
+    )
+    pooled = pooled.round(digits).rename(columns=lambda c: f"{c} (pooled)")
+    wide = wide[metrics].join(
+        pooled[[f"{m} (pooled)" for m in metrics if f"{m} (pooled)" in pooled]]
+    )
+    wide = wide.reset_index()
+    wide["_b"] = wide["strategy"] == BASELINE
+    wide = (
+        wide.sort_values(["run", "_b"], kind="stable").drop(columns="_b").astype(object).fillna("–")
+    )
+    wide.columns.name = None
+    return wide.reset_index(drop=True)
+
+
+def denoise_table(
+    metrics: pd.DataFrame, split: str = "test", confidence: float = 0.95
+) -> pd.DataFrame:
+    """Table 2: PSNR/SSIM/MS-SSIM per noise level (rows with a non-empty ``noise``), over folds.
+
+    Columns: run, task, strategy, noise, metric, n_folds, mean, std, ci_low, ci_high.
+    """
+    m = metrics[
+        (metrics["split"] == split) & (metrics["noise"].fillna("") != "") & (metrics["fold"] >= 0)
+    ]
+    keys = ["run", "task", "strategy", "noise", "metric"]
+    rows = [
+        {**dict(zip(keys, key, strict=True)), **summarize_folds(g["value"], confidence)}
+        for key, g in m.groupby(keys, sort=False)
+    ]
+    out = pd.DataFrame(rows, columns=[*keys, "n_folds", "mean", "std", "ci_low", "ci_high"])
+    out["strategy"] = out["strategy"].replace("", SHARED_BACKBONE)
+    return out
+
+
+DEFAULT_PRIMARY_METRICS = ("iou", "dice", "accuracy", "f1", "mcc", "auc", "psnr")
+
+
+def overview_table(
+    summary: pd.DataFrame,
+    tests: pd.DataFrame,
+    primary_metrics: tuple[str, ...] = DEFAULT_PRIMARY_METRICS,
+) -> pd.DataFrame:
+    """Per (run, task): the best non-baseline strategy by the fold mean of the task's primary
+    metric (the first of ``primary_metrics`` it has), its gain over the baseline (absolute and
+    %) and the Holm-corrected McNemar p of best vs baseline."""
+    rows = []
+    for (run, task), g in summary.groupby(["run", "task"], sort=False):
+        metric = next((m for m in primary_metrics if m in set(g["metric"])), g["metric"].iloc[0])
+        m = g[g["metric"] == metric].set_index("strategy")
+        candidates = m.drop(index=[BASELINE, SHARED_BACKBONE], errors="ignore")
+        if candidates.empty:
+            continue
+        best = candidates["mean"].idxmin() if metric == "loss" else candidates["mean"].idxmax()
+        base = m["mean"].get(BASELINE, np.nan)
+        test = tests[
+            (tests["run"] == run)
+            & (tests["task"] == task)
+            & (tests["a"] == best)
+            & (tests["b"] == BASELINE)
+        ]
+        rows.append(
+            {
+                "run": run,
+                "task": task,
+                "metric": metric,
+                "best_strategy": best,
+                "best": format_mean_ci(m.loc[best]),
+                "baseline": base,
+                "gain": m.loc[best, "mean"] - base,
+                "gain_pct": 100 * (m.loc[best, "mean"] - base) / base if base else np.nan,
+                "p_holm": test["p_holm"].iloc[0] if len(test) else np.nan,
+                "significant": bool(test["significant"].iloc[0]) if len(test) else False,
+                "unit": test["unit"].iloc[0] if len(test) else "",
+            }
+        )
+    return pd.DataFrame(rows)

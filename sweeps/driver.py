@@ -1,0 +1,294 @@
+"""The Ray layer: every stage is a Tune trial that launches a TorchTrainer.
+
+- The plan's waves run one after the other; inside a wave, stages run concurrently as trials of
+  one Tuner (``grid_search`` over stage ids), as far as the resources allow.
+- Before the cross-validation waves, each searched stage template (``joint``,
+  ``independent-<task>``, ``baseline-<task>``, ...) is swept on fold 0 with OptunaSearch (seeded)
+  + ASHA; the best trial on **validation** data is used for every fold.
+- Resume: a stage whose folder has ``result.json`` is never rerun; a sweep with ``best.json`` is
+  never rerun, and an unfinished one is restored with ``Tuner.restore``; a stage interrupted
+  mid-training restarts from its last epoch checkpoint (same Train ``RunConfig`` name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from umsrep.config import to_dict
+from umsrep.experiment import Experiment, ParamSpace
+from umsrep.runner.local import PreparedRun
+from umsrep.runner.plan import Stage
+from umsrep.runner.runfolder import compose_tables
+from umsrep.runner.stage import stage_done
+from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_json
+
+log = logging.getLogger(__name__)
+
+RESERVED = ("stage_id", "run_dir", "train_name", "out_dir")
+
+
+def template_of(stage: Stage) -> str:
+    """A stage's id without its fold: the unit a sweep tunes (e.g. ``independent-lung``)."""
+    return stage.id.split("-", 1)[1]
+
+
+# ----------------------------------------------------------------------------- trial function
+def stage_trial(config: dict[str, Any]) -> None:
+    """Tune function: launch one TorchTrainer for one stage; metrics flow back to Tune."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from umsrep.train.worker import train_loop_per_worker
+
+    setup = config["setup"]
+    res = setup["resources"]
+    hparams = flatten({k: v for k, v in config.items() if k not in RESERVED and k != "setup"})
+    hparams = {**setup.get("hparams", {}).get(config["stage_id"], {}), **hparams}
+    stage = setup["stages"][config["stage_id"]]
+    out_dir = config.get("out_dir") or str(Path(setup["run_dir"]) / "stages" / stage["id"])
+    if config.get("out_dir") == "trial":
+        import ray.tune
+
+        out_dir = str(Path(setup["run_dir"]) / "tune" / template_of(Stage(**_stage_args(stage)))
+                      / "trials" / ray.tune.get_context().get_trial_id())
+    resources = {"CPU": res["cpus_per_worker"]}
+    if res["use_gpu"]:
+        resources["GPU"] = res["gpus_per_worker"]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": setup["experiment"], "run_dir": setup["run_dir"],
+            "store_dir": setup["store_dir"], "stage": stage, "hparams": hparams,
+            "out_dir": out_dir, "use_gpu": res["use_gpu"],
+            "threads": max(1, int(round(res["cpus_per_worker"]))),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res["num_workers"], use_gpu=res["use_gpu"],
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=config.get("train_name") or stage["id"],
+            storage_path=str(Path(setup["run_dir"]) / "ray_train"),
+            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"weight": {"lung": 1}}`` -> ``{"weight/lung": 1}`` (Optuna unflattens '/' keys)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, f"{key}/")
+        else:
+            out[key] = v
+    return out
+
+
+def _stage_args(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "tasks": tuple(d["tasks"]), "deps": tuple(d["deps"])}
+
+
+# ----------------------------------------------------------------------------- driver
+class RayDriver:
+    def __init__(self, run: PreparedRun, exp: Experiment, smoke: bool = False) -> None:
+        self.run, self.exp, self.smoke = run, exp, smoke
+        self.run_dir = run.run_dir
+        self.hparams_path = self.run_dir / "hparams.json"
+        self.hparams: dict[str, dict[str, Any]] = read_json(self.hparams_path) or {}
+
+    def setup(self) -> dict[str, Any]:
+        return {
+            "experiment": self.exp.to_dict(), "run_dir": str(self.run_dir),
+            "store_dir": str(self.run.ctx.store_dir),
+            "stages": {s.id: dataclasses.asdict(s) for s in self.run.plan.stages},
+            "resources": to_dict(self.exp.resources),
+            "hparams": {s.id: self.hparams.get(template_of(s), {}) for s in self.run.plan.stages},
+        }
+
+    def concurrency(self) -> int:
+        import ray
+
+        r = self.exp.resources
+        if r.max_concurrent:
+            return r.max_concurrent
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        per = r.cpus_per_trial + r.num_workers * r.cpus_per_worker
+        n = max(1, int(cpus // per))
+        if r.use_gpu:
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            n = min(n, max(1, int(gpus // (r.num_workers * r.gpus_per_worker))))
+        return n
+
+    def run_all(self) -> Path:
+        waves = self.run.plan.waves()
+        for i, wave in enumerate(waves):
+            if i == 1:
+                self.sweep_all()
+            pending = [s for s in wave if not stage_done(self.run_dir / "stages" / s.id)]
+            for s in wave:
+                if s not in pending:
+                    print(f"[umsrep] {s.id}: done already, skipped", flush=True)
+            if pending:
+                self.run_wave(i, pending)
+            compose_tables(self.run_dir, self.run.plan)
+        if len(waves) == 1:
+            self.sweep_all()
+        failed = [s.id for s in self.run.plan.stages
+                  if not stage_done(self.run_dir / "stages" / s.id)]
+        if failed:
+            raise RuntimeError(f"stages failed: {failed}; rerun with --resume {self.run_dir}")
+        return self.run_dir
+
+    def run_wave(self, i: int, stages: list[Stage]) -> None:
+        from ray import tune
+
+        t0 = time.perf_counter()
+        tuner = tune.Tuner(
+            tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial}),
+            param_space={"stage_id": tune.grid_search([s.id for s in stages]),
+                         "setup": self.setup()},
+            tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency()),
+            run_config=tune.RunConfig(name=f"wave{i}-{int(time.time())}",
+                                      storage_path=str(self.run_dir / "ray_tune"),
+                                      verbose=1),
+        )
+        results = tuner.fit()
+        for r in results:
+            sid = r.config["stage_id"]
+            out = self.run_dir / "stages" / sid
+            if r.error is not None or not stage_done(out):
+                print(f"[umsrep] {sid}: FAILED ({r.error})", flush=True)
+                continue
+            res = read_json(out / "result.json") or {}
+            print(f"[umsrep] {sid}: done, train {res.get('wall_s', 0):.1f} s, "
+                  f"{res.get('epochs', 0)} epochs, {res.get('trainable_params', 0):,} params"
+                  f"{' (reused)' if res.get('reused') else ''}", flush=True)
+        log.info("wave %d: %.1f s", i, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------------- sweeps
+    def sweep_templates(self) -> list[Stage]:
+        search = self.exp.search
+        if not search.num_samples:
+            return []
+        first = min(s.fold for s in self.run.plan.stages)
+        return [s for s in self.run.plan.stages
+                if s.fold == first and s.kind in ("head", "baseline") and not s.store_key
+                and s.strategy in search.applies_to]
+
+    def sweep_all(self) -> None:
+        for stage in self.sweep_templates():
+            name = template_of(stage)
+            best = read_json(self.run_dir / "tune" / name / "best.json")
+            if best is None:
+                best = self.sweep(stage)
+            self.hparams[name] = best["config"]
+            atomic_write_json(self.hparams, self.hparams_path)
+
+    def sweep(self, stage: Stage) -> dict[str, Any]:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = self.exp.search
+        name = template_of(stage)
+        objectives = search.objectives or [search.metric]
+        modes = [search.mode] * len(objectives)
+        metric: Any = objectives if len(objectives) > 1 else objectives[0]
+        mode: Any = modes if len(objectives) > 1 else modes[0]
+        searcher = OptunaSearch(space=optuna_space(search.space), metric=metric, mode=mode,
+                                seed=search.seed)
+        epochs = self.exp.train.epochs
+        scheduler = None
+        if search.scheduler == "asha":
+            scheduler = ASHAScheduler(time_attr="epoch", metric=objectives[0], mode=modes[0],
+                                      max_t=max(epochs, 1),
+                                      grace_period=min(search.grace_period, max(epochs, 1)))
+        trainable = tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial})
+        path = self.run_dir / "ray_tune" / f"sweep-{name}"
+        if tune.Tuner.can_restore(str(path)):
+            print(f"[umsrep] sweep {name}: resuming {path}", flush=True)
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"stage_id": stage.id, "setup": self.setup(), "out_dir": "trial"},
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                            num_samples=search.num_samples,
+                                            max_concurrent_trials=self.concurrency()),
+                run_config=tune.RunConfig(name=f"sweep-{name}",
+                                          storage_path=str(self.run_dir / "ray_tune"),
+                                          verbose=1),
+            )
+        results = tuner.fit()
+        df = results.get_dataframe()
+        keep = [c for c in df.columns if not c.startswith("config/setup")]
+        trials = df[keep].copy()
+        atomic_write_parquet(trials.astype({c: "string" for c in trials.columns
+                                            if trials[c].dtype == object}),
+                             self.run_dir / "tune" / name / "trials.parquet")
+        best = results.get_best_result(metric=objectives[0], mode=modes[0], scope="all")
+        config = flatten({k: v for k, v in best.config.items()
+                          if k not in RESERVED and k != "setup"})
+        payload = {"template": name, "stage": stage.id, "metric": objectives[0],
+                   "value": float((best.metrics or {}).get(objectives[0], float("nan"))),
+                   "config": config, "chosen_on": "validation split of the first fold"}
+        atomic_write_json(payload, self.run_dir / "tune" / name / "best.json")
+        print(f"[umsrep] sweep {name}: best {objectives[0]}={payload['value']:.4f} with "
+              f"{config}", flush=True)
+        return payload
+
+
+def optuna_space(space: dict[str, ParamSpace]) -> dict[str, Any]:
+    import optuna.distributions as od
+
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        if p.type == "loguniform":
+            out[name] = od.FloatDistribution(float(p.low), float(p.high), log=True)
+        elif p.type == "uniform":
+            out[name] = od.FloatDistribution(float(p.low), float(p.high))
+        elif p.type == "int":
+            out[name] = od.IntDistribution(int(p.low), int(p.high))
+        else:
+            out[name] = od.CategoricalDistribution(list(p.values or []))
+    return out
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None):
+    """Connect to a cluster (``--address`` / a job's RAY_ADDRESS) or start a local session."""
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
+    if ray.is_initialized():
+        return ray
+    env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env,
+                 log_to_driver=True)
+    else:
+        kw: dict[str, Any] = {"runtime_env": env, "include_dashboard": False,
+                              "configure_logging": False}
+        if num_cpus:
+            kw["num_cpus"] = num_cpus
+        if num_gpus is not None:
+            kw["num_gpus"] = num_gpus
+        ray.init(**kw)
+    return ray
+
+
+def summary_frame(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "stages.parquet")

@@ -1,0 +1,239 @@
+"""A realistic synthetic run folder (schema in ``umsrep/schema.py``), written the way the runner
+writes one: the CXR heterogeneous scenario with a denoising backbone, lung segmentation and
+abnormality classification, three strategies plus the baseline, k folds sharing one external
+test set, Tune trials and a small PNG gallery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from analysis.tables import compute_pooled_classification
+from umsrep.schema import (
+    METRICS_COLUMNS,
+    PREDICTIONS_COLUMNS,
+    SAMPLES_COLUMNS,
+    SCHEMA_VERSION,
+    STAGES_COLUMNS,
+)
+
+STRATEGIES = ("independent", "alternating", "joint")
+SEG, CLS = "lung_segmentation", "abnormality"
+# how often each model is right (classification) and its mean IoU (segmentation)
+ACCURACY = {"independent": 0.90, "alternating": 0.88, "joint": 0.84, "baseline": 0.74}
+MEAN_IOU = {"independent": 0.95, "alternating": 0.94, "joint": 0.90, "baseline": 0.92}
+NOISES = ["gaussian-10", "gaussian-30", "gaussian-50", "poisson-30"]
+
+
+def _stages(n_folds: int, rng: np.random.Generator, strategies: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+
+    def add(fold: int, kind: str, strategy: str, task: str, minutes: float, params: int) -> None:
+        rows.append(
+            {
+                "fold": fold,
+                "kind": kind,
+                "strategy": strategy,
+                "task": task,
+                "status": "done",
+                "wall_s": minutes * 60 * rng.uniform(0.95, 1.05),
+                "epochs": 20,
+                "trainable_params": params,
+                "checkpoint": f"ckpt/{fold}/{kind}-{strategy}-{task}",
+            }
+        )
+
+    for fold in range(n_folds):
+        add(fold, "backbone", "", "", 30.2, 800_067)
+        for s in strategies:
+            if s == "independent":
+                add(fold, "head", s, SEG, 0.81, 786_497)
+                add(fold, "head", s, CLS, 0.25, 295_715)
+            else:
+                add(fold, "head", s, "", 1.4, 1_882_279)
+        add(fold, "baseline", "baseline", "denoise", 30.2, 800_067)
+        add(fold, "baseline", "baseline", SEG, 14.8, 786_497)
+        add(fold, "baseline", "baseline", CLS, 0.93, 1_573_506)
+    return pd.DataFrame(rows).astype(STAGES_COLUMNS)
+
+
+def _predictions(
+    n_folds: int, n_test: int, rng: np.random.Generator, strategies: tuple[str, ...]
+) -> pd.DataFrame:
+    y_true = rng.integers(0, 2, n_test)
+    ids = [f"mc-{i:03d}" for i in range(n_test)]
+    rows = []
+    for fold in range(n_folds):
+        for s in (*strategies, "baseline"):
+            right = rng.random(n_test) < ACCURACY.get(s, 0.86)
+            y_pred = np.where(right, y_true, 1 - y_true)
+            score = np.clip(np.where(y_pred == 1, 0.75, 0.25) + rng.normal(0, 0.1, n_test), 0, 1)
+            iou = np.clip(rng.normal(MEAN_IOU.get(s, 0.93), 0.04, n_test), 0, 1)
+            for i in range(n_test):
+                rows.append(
+                    {
+                        "fold": fold,
+                        "strategy": s,
+                        "task": CLS,
+                        "split": "test",
+                        "sample_id": ids[i],
+                        "y_true": y_true[i],
+                        "y_pred": y_pred[i],
+                        "score": score[i],
+                        "iou": np.nan,
+                    }
+                )
+                rows.append(
+                    {
+                        "fold": fold,
+                        "strategy": s,
+                        "task": SEG,
+                        "split": "test",
+                        "sample_id": ids[i],
+                        "y_true": 1,
+                        "y_pred": int(iou[i] >= 0.5),
+                        "score": 2 * iou[i] / (1 + iou[i]),
+                        "iou": iou[i],
+                    }
+                )
+    return pd.DataFrame(rows).astype(PREDICTIONS_COLUMNS)
+
+
+def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for (fold, s, task), g in preds.groupby(["fold", "strategy", "task"]):
+        if task == SEG:
+            values = {
+                "iou": g["iou"].mean(),
+                "dice": g["score"].mean(),
+                "pixel_accuracy": 0.9 + 0.1 * g["iou"].mean(),
+            }
+        else:
+            values = compute_pooled_classification(g["y_true"].to_numpy(), g["y_pred"].to_numpy())
+        rows += [
+            {
+                "fold": fold,
+                "strategy": s,
+                "task": task,
+                "split": "test",
+                "metric": m,
+                "value": v,
+                "noise": "",
+            }
+            for m, v in values.items()
+        ]
+    for fold in range(n_folds):
+        for s, offset in (("", 0.0), ("baseline", -1.0)):
+            for k, noise in enumerate(NOISES):
+                psnr = 39.0 - 2.7 * k + offset + rng.normal(0, 0.3)
+                for m, v in (
+                    ("psnr", psnr),
+                    ("ssim", 0.96 - 0.04 * k),
+                    ("ms_ssim", 0.99 - 0.03 * k),
+                ):
+                    rows.append(
+                        {
+                            "fold": fold,
+                            "strategy": s,
+                            "task": "denoise",
+                            "split": "test",
+                            "metric": m,
+                            "value": v + rng.normal(0, 0.005),
+                            "noise": noise,
+                        }
+                    )
+    return pd.DataFrame(rows).astype(METRICS_COLUMNS)
+
+
+def _trials(rng: np.random.Generator, n: int = 12) -> pd.DataFrame:
+    lr = 10 ** rng.uniform(-4, -2, n)
+    return pd.DataFrame(
+        {
+            "trial_id": [f"t{i:03d}" for i in range(n)],
+            "config/lr": lr,
+            "config/batch_size": rng.choice([8, 16, 32], n),
+            "config/dropout": rng.uniform(0, 0.5, n),
+            "val_loss": 0.3 + (np.log10(lr) + 3) ** 2 * 0.1 + rng.normal(0, 0.02, n),
+            "val_accuracy": rng.uniform(0.7, 0.9, n),
+            "training_iteration": 10,
+            "time_total_s": rng.uniform(20, 60, n),
+        }
+    )
+
+
+def _samples(run_dir: Path, rng: np.random.Generator) -> None:
+    folder = run_dir / "samples"
+    folder.mkdir()
+    rows = []
+    for kind, task, s in (
+        ("denoise", "denoise", ""),
+        ("segmentation", SEG, "independent"),
+        ("gradcam", CLS, "independent"),
+    ):
+        for i in range(2):
+            img = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+            img[8:24, 8:24, i] = 255  # a visible square so screenshots show the images
+            name = f"{kind}-{i}.png"
+            Image.fromarray(img).save(folder / name)
+            rows.append(
+                {
+                    "kind": kind,
+                    "fold": 0,
+                    "strategy": s,
+                    "task": task,
+                    "sample_id": f"mc-{i:03d}",
+                    "path": f"samples/{name}",
+                }
+            )
+    pd.DataFrame(rows).astype(SAMPLES_COLUMNS).to_parquet(folder / "index.parquet")
+
+
+def make_run_folder(
+    root: Path,
+    name: str = "cxr-hetero",
+    n_folds: int = 5,
+    n_test: int = 40,
+    seed: int = 0,
+    strategies: tuple[str, ...] = STRATEGIES,
+    trials: bool = True,
+    samples: bool = True,
+) -> Path:
+    """Write a complete synthetic run folder under ``root/name`` and return its path."""
+    rng = np.random.default_rng(seed)
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "git_revision": "0" * 40,
+        "experiment": {"name": name, "folds": n_folds, "strategies": list(strategies)},
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    _stages(n_folds, rng, strategies).to_parquet(run_dir / "stages.parquet")
+    preds = _predictions(n_folds, n_test, rng, strategies)
+    preds.to_parquet(run_dir / "predictions.parquet")
+    _metrics(preds, n_folds, rng).to_parquet(run_dir / "metrics.parquet")
+    if trials:
+        for stage in ("independent-abnormality", "joint"):
+            (run_dir / "tune" / stage).mkdir(parents=True)
+            _trials(rng).to_parquet(run_dir / "tune" / stage / "trials.parquet")
+    if samples:
+        _samples(run_dir, rng)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run_folder(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture
+def make_run(tmp_path: Path):
+    def make(**kwargs) -> Path:
+        return make_run_folder(tmp_path, **kwargs)
+
+    return make

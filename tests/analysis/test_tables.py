@@ -1,0 +1,143 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.tables import (
+    SHARED_BACKBONE,
+    compute_pooled_classification,
+    denoise_table,
+    metric_summary,
+    order_strategies,
+    overview_table,
+    paper_table,
+    summarize_folds,
+)
+
+
+def _metrics(rows):
+    df = pd.DataFrame(
+        rows, columns=["run", "fold", "strategy", "task", "split", "metric", "value", "noise"]
+    )
+    return df.astype({"fold": "int64", "value": "float64"})
+
+
+def test_summarize_folds_known_mean_std_and_t_interval():
+    s = summarize_folds([0.8, 0.9, 1.0])
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, df=2) * std / sqrt(n)
+    assert (s["n_folds"], s["mean"], s["std"]) == (3, pytest.approx(0.9), pytest.approx(0.1))
+    assert s["ci_low"] == pytest.approx(0.9 - half) and s["ci_high"] == pytest.approx(0.9 + half)
+    one = summarize_folds([0.7])
+    assert one["mean"] == 0.7 and np.isnan(one["std"]) and np.isnan(one["ci_low"])
+
+
+def test_metric_summary_groups_folds_keeps_pooled_and_puts_baseline_last():
+    rows = [
+        ("r", f, s, "cls", "test", "accuracy", v, "")
+        for s, vals in (("baseline", [0.6, 0.7]), ("joint", [0.8, 0.9, 1.0]))
+        for f, v in enumerate(vals)
+    ]
+    rows += [
+        ("r", -1, "joint", "cls", "test", "accuracy", 0.93, ""),  # runner's pooled value
+        ("r", 0, "joint", "cls", "val", "accuracy", 0.1, ""),  # other split: ignored
+        ("r", 0, "", "denoise", "test", "psnr", 30.0, "gaussian-10"),
+    ]  # noise rows: Table 2
+    out = metric_summary(_metrics(rows))
+    assert out["strategy"].tolist() == ["joint", "baseline"]
+    joint = out.iloc[0]
+    assert joint["n_folds"] == 3 and joint["mean"] == pytest.approx(0.9) and joint["pooled"] == 0.93
+    assert np.isnan(out.iloc[1]["pooled"])
+
+
+def test_pooled_values_fall_back_to_predictions():
+    metrics = _metrics(
+        [
+            ("r", 0, "joint", "cls", "test", "accuracy", 0.5, ""),
+            ("r", 1, "joint", "cls", "test", "accuracy", 1.0, ""),
+        ]
+    )
+    preds = pd.DataFrame(
+        {
+            "run": "r",
+            "fold": [0, 0, 1, 1],
+            "strategy": "joint",
+            "task": "cls",
+            "split": "test",
+            "sample_id": ["a", "b", "a", "b"],
+            "y_true": [1, 0, 1, 0],
+            "y_pred": [1, 1, 1, 0],
+            "score": 0.5,
+            "iou": np.nan,
+        }
+    )
+    out = metric_summary(metrics, preds)
+    assert out.iloc[0]["pooled"] == pytest.approx(0.75)  # 3 of 4 concatenated predictions right
+
+
+def test_pooled_classification_matches_hand_counts():
+    # tp=2 fn=1 fp=1 tn=2 -> precision=recall=2/3, mcc=(2*2-1*1)/sqrt(3*3*3*3)=1/3
+    res = compute_pooled_classification(np.array([1, 1, 1, 0, 0, 0]), np.array([1, 1, 0, 1, 0, 0]))
+    assert res["accuracy"] == pytest.approx(4 / 6)
+    assert res["f1"] == pytest.approx(2 / 3)
+    assert res["mcc"] == pytest.approx(1 / 3)
+    three = compute_pooled_classification(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 1]))
+    assert three["accuracy"] == 0.75 and 0 < three["mcc"] < 1
+
+
+def test_paper_table_shape_and_cell_format():
+    rows = [
+        ("r", f, s, "cls", "test", m, v, "")
+        for s in ("independent", "baseline")
+        for m, v in (("accuracy", 0.8), ("mcc", 0.6))
+        for f in range(3)
+    ]
+    table = paper_table(metric_summary(_metrics(rows)))
+    assert table.columns.tolist()[:5] == ["run", "task", "strategy", "accuracy", "mcc"]
+    assert table["strategy"].tolist() == ["independent", "baseline"]
+    assert table.iloc[0]["accuracy"] == "0.800 ± 0.000 [0.800, 0.800]"
+
+
+def test_denoise_table_per_noise_level():
+    rows = [
+        ("r", f, s, "denoise", "test", "psnr", v + f, n)
+        for s in ("", "baseline")
+        for n, v in (("gaussian-10", 39.0), ("poisson-30", 33.0))
+        for f in range(2)
+    ]
+    out = denoise_table(_metrics(rows))
+    first = out.iloc[0]
+    assert (first["strategy"], first["noise"], first["mean"]) == (
+        SHARED_BACKBONE,
+        "gaussian-10",
+        39.5,
+    )
+    assert first["ci_high"] - first["mean"] == pytest.approx(
+        stats.t.ppf(0.975, 1) * np.sqrt(0.5) / np.sqrt(2)
+    )
+    assert len(out) == 4
+
+
+def test_order_strategies():
+    assert order_strategies(["baseline", "joint", "custom", "independent"]) == [
+        "independent",
+        "joint",
+        "custom",
+        "baseline",
+    ]
+
+
+def test_overview_picks_best_and_gain(run_dir):
+    from analysis.load import load_runs
+    from analysis.stats import pairwise_mcnemar
+
+    data = load_runs([run_dir])
+    summary = metric_summary(data.metrics, data.predictions)
+    over = overview_table(summary, pairwise_mcnemar(data.predictions)).set_index("task")
+    cls = over.loc["abnormality"]
+    acc = summary[(summary["task"] == "abnormality") & (summary["metric"] == "accuracy")].set_index(
+        "strategy"
+    )["mean"]
+    best = acc.drop("baseline").idxmax()
+    assert cls["best_strategy"] == best
+    assert cls["gain"] == pytest.approx(acc[best] - acc["baseline"])
+    assert over.loc["lung_segmentation", "metric"] == "iou"

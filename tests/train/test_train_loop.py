@@ -1,0 +1,116 @@
+"""The plain loop: checkpoints, resume, seeds, early stopping, reporting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from toy_multitask import NOISE, TASKS, make_loaders, make_model
+
+from umsrep.strategies import build_strategy
+from umsrep.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from umsrep.train.loop import TrainConfig, fit, strategy_options
+
+TWO = TASKS[:2]
+
+
+def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, **options):
+    seed_everything(cfg.seed)
+    model = make_model(tasks, seed=cfg.seed)
+    strat = build_strategy(strategy, model, tasks, noise_cfg=NOISE, **strategy_options(cfg),
+                           **options)
+    train = make_loaders(n=(8, 8), tasks=tasks)
+    val = make_loaders(n=(4, 4), seed=7, tasks=tasks)
+    return model, fit(model, strat, train, val, cfg, report=report)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {"epochs": 2, "lr": 1e-2, "patience": 0, "plateau_patience": 0, "seed": 3,
+            "max_steps_per_epoch": 2}
+    return TrainConfig(**(base | kw))
+
+
+def test_same_seed_same_numbers():
+    _, a = _run(_cfg(), weighting="uncertainty")
+    _, b = _run(_cfg(), weighting="uncertainty")
+    assert [h["val/loss"] for h in a.history] == [h["val/loss"] for h in b.history]
+    assert a.trainable_params == b.trainable_params > 0
+    assert a.epochs_run == 2 and a.wall_s > 0
+
+
+def test_checkpoint_round_trip_loads_weights_only(tmp_path):
+    model = make_model(TWO)
+    strategy = build_strategy("joint", model, TWO, weighting="gradnorm")
+    rng = capture_rng_state()
+    first = torch.rand(3)
+    state = {"model": model.state_dict(), "strategy": strategy.state_dict(),
+             "rng": rng, "history": [{"val/loss": 1.5}]}
+    path = save_checkpoint(tmp_path / "c" / "last.pt", state)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
+    loaded = load_checkpoint(path)  # weights_only=True inside
+    other = make_model(TWO, seed=1)
+    other.load_state_dict(loaded["model"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k])
+    build_strategy("joint", other, TWO, weighting="gradnorm").load_state_dict(loaded["strategy"])
+    restore_rng_state(loaded["rng"])
+    assert torch.equal(torch.rand(3), first)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("strategy", ["alternating", "joint"])
+def test_resume_continues_with_identical_results(tmp_path, strategy):
+    cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "full"))
+    model_full, full = _run(cfg, strategy)
+    part_cfg = _cfg(epochs=2, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"),
+                    restore_best=False)
+    _run(part_cfg, strategy)
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
+    resumed_cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"))
+    model_res, resumed = _run(resumed_cfg, strategy)
+    assert resumed.epochs_run == 3
+    keys = ["train/loss", "val/loss"]
+    assert [[h[k] for k in keys] for h in resumed.history] == [
+        [h[k] for k in keys] for h in full.history
+    ]
+    for k, v in model_full.state_dict().items():
+        assert torch.equal(v, model_res.state_dict()[k]), k
+
+
+def test_early_stopping_stops_and_best_weights_restore():
+    cfg = _cfg(epochs=10, lr=0.0, patience=2, optimizer="sgd")  # nothing improves
+    _, result = _run(cfg)
+    assert result.epochs_run == 3  # first epoch sets the best, two more without progress
+    assert result.best_metric == pytest.approx(result.history[0]["val/loss"])
+
+
+def test_report_callback_each_epoch_after_checkpoint(tmp_path):
+    calls = []
+
+    def report(epoch, metrics, ckpt_dir):
+        calls.append((epoch, metrics["val/loss"], (ckpt_dir / "last.pt").is_file()))
+
+    _run(_cfg(checkpoint_dir=str(tmp_path)), report=report)
+    assert [c[0] for c in calls] == [0, 1]
+    assert all(math.isfinite(c[1]) and c[2] for c in calls)
+
+
+def test_plateau_reduces_lr_and_history_logs_weights():
+    cfg = _cfg(epochs=3, lr=0.0, plateau_patience=1, plateau_factor=0.5, optimizer="sgd")
+    _, result = _run(cfg, weights={"lung": 1.0, "abnormal": 3.0})
+    assert result.history[-1]["lr/all"] == 0.0
+    assert result.history[0]["train/weight/abnormal"] == 3.0
+
+
+def test_monitor_must_exist():
+    with pytest.raises(KeyError, match="monitor"):
+        _run(_cfg(monitor="val/nothing", patience=2))

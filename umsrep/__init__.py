@@ -1,0 +1,3 @@
+"""umsrep: unified modality-specific representations (UMS-Rep) for medical image analysis."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from umsrep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""The preprocessing cache: every image decoded, grayscale and resized once, memory-mapped after.
+
+``prepare_cache(manifest, size, out)`` writes ``out/<key16>/`` where ``key16`` is the first 16 hex
+digits of a SHA-256 over the manifest rows (sample id, image and mask path), each file's size and
+mtime, the size, the interpolation and the cache format version. The same inputs give the same
+folder, so a warm rerun only stats the files and returns; changed inputs get a new folder.
+
+The folder holds:
+
+- ``images.npy``  uint8 [N, S, S] on 0-255 (uint16 on 0-65535 when any source is >8-bit),
+  resized with OpenCV (bicubic by default, as in the paper); no normalization is applied here.
+- ``masks.npy``   uint8 [N, S, S] of 0/1, nearest-neighbour resized; zeros where no mask.
+- ``index.parquet`` the manifest rows in cache order plus ``has_mask`` (bool).
+- ``quarantine.csv`` (``path, reason``) rows that failed to decode at prepare time.
+- ``meta.json``   size, key, dtype, interpolation, count, created (written last: its presence
+  marks a complete cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
+from umsrep.data.manifest import load_manifest
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+INTERPOLATIONS = {
+    "bicubic": cv2.INTER_CUBIC,
+    "bilinear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+@dataclass
+class Cache:
+    """A loaded cache: ``images``/``masks`` are read-only memory maps [N, S, S]."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    index: pd.DataFrame
+    meta: dict
+    path: Path
+
+
+def _stat(path: object) -> list[int] | None:
+    if path is None or pd.isna(path):
+        return None
+    try:
+        st = os.stat(str(path))
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def cache_key(manifest: pd.DataFrame, size: int, interpolation: str) -> str:
+    """SHA-256 (hex) of the rows, the files' sizes+mtimes and the settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, size, interpolation]).encode())
+    for sid, img, mask in manifest[["sample_id", "image_path", "mask_path"]].itertuples(
+        index=False
+    ):
+        mask = None if pd.isna(mask) else str(mask)
+        h.update(json.dumps([str(sid), str(img), mask, _stat(img), _stat(mask)]).encode())
+    return h.hexdigest()
+
+
+def _resize_one(job: tuple[str, str | None, int, int]):
+    """Worker: ``(image [S,S], mask [S,S] or None)`` or ``(None, reason)``."""
+    image_path, mask_path, size, interp = job
+    try:
+        image, _ = read_image(image_path)
+        image = cv2.resize(image, (size, size), interpolation=interp)
+        mask = None
+        if mask_path is not None:
+            raw, _ = read_image(mask_path)
+            mask = cv2.resize(binarize_mask(raw)[0], (size, size), interpolation=cv2.INTER_NEAREST)
+        return image, mask
+    except (ImageDecodeError, cv2.error, OSError) as exc:
+        return None, str(exc)
+
+
+def _results(jobs: list, workers: int):
+    bar = dict(total=len(jobs), desc="prepare", unit="img", mininterval=1.0)
+    if workers <= 1 or len(jobs) < 32:
+        yield from tqdm(map(_resize_one, jobs), **bar)
+        return
+    ctx = get_context("spawn")
+    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        yield from tqdm(pool.imap(_resize_one, jobs, chunksize=8), **bar)
+
+
+def _source_dtype(manifest: pd.DataFrame) -> np.dtype:
+    bits = manifest.get("bits_stored")
+    if bits is not None and (pd.to_numeric(bits, errors="coerce") > 8).any():
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint8)
+
+
+def _to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if image.dtype == dtype:
+        return image
+    if dtype == np.uint16:  # 8-bit image in a 16-bit cache: 255 -> 65535
+        return image.astype(np.uint16) * 257
+    return (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+
+
+def _build(manifest: pd.DataFrame, size: int, interp: int, folder: Path, workers: int) -> dict:
+    n = len(manifest)
+    masks_in = [None if pd.isna(m) else str(m) for m in manifest["mask_path"]]
+    jobs = [(str(p), m, size, interp) for p, m in zip(manifest["image_path"], masks_in, strict=True)]
+    dtype = _source_dtype(manifest)
+    images = np.lib.format.open_memmap(folder / "images.npy", "w+", dtype, (n, size, size))
+    masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
+    good, has_mask, quarantine = [], [], []
+    for i, (image, mask_or_reason) in enumerate(_results(jobs, workers)):
+        if image is None:
+            quarantine.append((jobs[i][0], mask_or_reason))
+            continue
+        if image.dtype == np.uint16 and dtype == np.uint8:
+            dtype = np.dtype(np.uint16)
+            images = _widen(images, folder, good)
+        images[len(good)] = _to_dtype(image, dtype)
+        masks[len(good)] = 0 if mask_or_reason is None else mask_or_reason
+        good.append(i)
+        has_mask.append(mask_or_reason is not None)
+    images.flush()
+    masks.flush()
+    del images, masks
+    if len(good) < n:
+        _truncate(folder / "images.npy", len(good))
+        _truncate(folder / "masks.npy", len(good))
+    index = manifest.iloc[good].reset_index(drop=True)
+    index["has_mask"] = np.array(has_mask, dtype=bool)
+    index.to_parquet(folder / "index.parquet", index=False)
+    pd.DataFrame(quarantine, columns=["path", "reason"]).to_csv(folder / "quarantine.csv", index=False)
+    for path, reason in quarantine:
+        log.warning("cache: quarantined %s: %s", path, reason)
+    return {"count": len(good), "dtype": str(dtype), "quarantined": len(quarantine)}
+
+
+def _widen(images: np.ndarray, folder: Path, good: list[int]) -> np.ndarray:
+    """Switch the images array to uint16 when a >8-bit source appears mid-build."""
+    wide = np.lib.format.open_memmap(folder / "images16.npy", "w+", np.uint16, images.shape)
+    wide[: len(good)] = images[: len(good)].astype(np.uint16) * 257
+    del images
+    os.replace(folder / "images16.npy", folder / "images.npy")
+    return wide
+
+
+def _truncate(path: Path, count: int) -> None:
+    """Rewrite ``path`` keeping its first ``count`` rows (after quarantined rows were skipped)."""
+    full = np.load(path, mmap_mode="r")
+    kept = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), "w+", full.dtype,
+                                     (count, *full.shape[1:]))
+    kept[:] = full[:count]
+    kept.flush()
+    del kept, full
+    os.replace(path.with_suffix(".tmp.npy"), path)
+
+
+def prepare_cache(
+    manifest_path: str | Path,
+    size: int = 256,
+    out: str | Path = "cache",
+    workers: int | None = None,
+    interpolation: str = "bicubic",
+) -> Path:
+    """Build (or reuse) the cache of ``manifest_path`` at ``size`` x ``size``; return its folder."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} unknown; use one of {list(INTERPOLATIONS)}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    manifest = load_manifest(manifest_path)
+    key = cache_key(manifest, size, interpolation)
+    folder = Path(out) / key[:16]
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") == key:
+            log.info("cache hit: %s", folder)
+            return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.perf_counter()
+    try:
+        built = _build(manifest, size, INTERPOLATIONS[interpolation], tmp, workers or os.cpu_count() or 1)
+        meta = {"size": size, "key": key, "interpolation": interpolation, "version": CACHE_VERSION,
+                "manifest": str(Path(manifest_path).resolve()),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.perf_counter() - start, 3), **built}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("cache built: %d images in %.1fs -> %s", meta["count"], meta["seconds"], folder)
+    return folder
+
+
+def load_cache(path: str | Path) -> Cache:
+    """Open a cache folder written by ``prepare_cache`` (arrays memory-mapped read-only)."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise ValueError(f"{path}: not a complete cache (no meta.json); run `umsrep data prepare`")
+    meta = json.loads((path / "meta.json").read_text())
+    images = np.load(path / "images.npy", mmap_mode="r")
+    masks = np.load(path / "masks.npy", mmap_mode="r")
+    index = pd.read_parquet(path / "index.parquet")
+    if not len(images) == len(masks) == len(index):
+        raise ValueError(f"{path}: images/masks/index lengths differ; delete it and prepare again")
+    return Cache(images=images, masks=masks, index=index, meta=meta, path=path)

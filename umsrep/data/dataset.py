@@ -1,0 +1,129 @@
+"""A torch Dataset over a preprocessing cache, with per-task labels and optional augmentation.
+
+Normalization (the paper's "mean normalization", applied here at load time, after augmentation):
+the cached pixels are scaled to 0-1 (``/255`` for uint8 caches, ``/65535`` for uint16) and each
+image's own mean is subtracted, so every image has mean 0 on the 0-1 scale. The subtracted mean
+is returned as ``image_mean`` so callers can undo it (``image + image_mean`` is back on 0-1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from umsrep.data.cache import Cache
+
+MASK_COLUMN = "mask"
+
+# augment(image, mask) -> (image, mask); image tv_tensors.Image [1,S,S] float 0-1,
+# mask tv_tensors.Mask [1,S,S] uint8 0/1.
+Augment = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TaskLabel:
+    """Where a task's target comes from.
+
+    ``column``: a manifest label column, or ``"mask"`` for a segmentation task.
+    ``classes``: class names in index order; a value is matched by ``str(value)`` and values not
+    listed are missing (-1). ``None``: the column's integer value is the class index.
+    """
+
+    column: str
+    classes: tuple[str, ...] | None = None
+
+
+def _label_array(index: pd.DataFrame, task: str, label: TaskLabel) -> np.ndarray:
+    """int64 [N]: class index per row, -1 where the label is missing or not in ``classes``."""
+    if label.column == MASK_COLUMN:
+        return np.where(index["has_mask"].to_numpy(bool), 1, -1).astype(np.int64)
+    if label.column not in index.columns:
+        raise KeyError(
+            f"task {task!r}: column {label.column!r} not in the cache index; "
+            f"known: {sorted(index.columns)}"
+        )
+    col = index[label.column]
+    if label.classes is not None:
+        lookup = {name: i for i, name in enumerate(label.classes)}
+        return np.array(
+            [-1 if pd.isna(v) else lookup.get(str(v), -1) for v in col], dtype=np.int64
+        )
+    numeric = pd.to_numeric(col, errors="coerce").astype("Float64")
+    is_int = numeric.notna() & (numeric == numeric.round()) & (numeric >= 0)
+    return np.where(is_int.fillna(False), numeric.fillna(-1), -1).astype(np.int64)
+
+
+class CachedDataset(Dataset):
+    """Items of a cache: ``image`` [1,S,S] float32 mean-normalized, ``image_mean`` [],
+    ``mask`` [1,S,S] float32 0/1 (zeros when absent), ``has_mask`` bool [], ``labels``
+    {task: int64 [] (-1 = missing)}, ``sample_id`` str.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        indices: Sequence[int] | None = None,
+        tasks: Mapping[str, TaskLabel] | None = None,
+        augment: Augment | None = None,
+    ) -> None:
+        self.cache = cache
+        self.indices = np.arange(len(cache.index)) if indices is None else np.asarray(indices)
+        self.augment = augment
+        self.scale = 65535.0 if cache.images.dtype == np.uint16 else 255.0
+        self.has_mask = cache.index["has_mask"].to_numpy(bool)
+        self.sample_ids = cache.index["sample_id"].astype(str).tolist()
+        self.labels = {t: _label_array(cache.index, t, lab) for t, lab in (tasks or {}).items()}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict:
+        i = int(self.indices[item])
+        image = torch.from_numpy(np.asarray(self.cache.images[i], dtype=np.float32))[None]
+        image = image / self.scale
+        mask = torch.from_numpy(np.array(self.cache.masks[i]))[None]
+        if self.augment is not None:
+            image, mask = self.augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        mean = image.mean()
+        return {
+            "image": image - mean,
+            "image_mean": mean,
+            "mask": mask.to(torch.float32),
+            "has_mask": torch.tensor(bool(self.has_mask[i])),
+            "labels": {t: torch.tensor(arr[i]) for t, arr in self.labels.items()},
+            "sample_id": self.sample_ids[i],
+        }
+
+
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 1)
+
+
+def build_cxr_augment(
+    rotation: float = 5,
+    translate: float = 0.05,
+    scale: tuple[float, float] = (0.9, 1.1),
+    brightness: float = 0.1,
+    contrast: float = 0.1,
+) -> v2.Compose:
+    """Joint image/mask augmentation for chest X-rays (0-1 float image, 0/1 mask).
+
+    Small affine (degrees, fraction of size, zoom factor) applied identically to image and mask
+    (the mask with nearest neighbour), then brightness/contrast jitter on the image only. No
+    horizontal flip: it would move the heart to the wrong side.
+    """
+    return v2.Compose(
+        [
+            v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale),
+            v2.ColorJitter(brightness=brightness, contrast=contrast),
+            v2.Lambda(_clamp01, tv_tensors.Image),
+        ]
+    )

@@ -1,0 +1,121 @@
+"""Machinery shared by the importers: candidate rows, per-file validation and quarantine.
+
+An importer only reads a dataset's layout and labels; it returns ``Candidates``. Checking that
+each image (and mask) decodes, is not blank and matches its mask happens here, once, for all
+datasets, in a process pool for large imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
+
+log = logging.getLogger(__name__)
+
+_PARALLEL_MIN_ROWS = 64
+
+
+@dataclass
+class Candidate:
+    """One image proposed by an importer, before its files are checked.
+
+    ``row`` holds the manifest columns except image/mask paths and size metadata;
+    ``mask_parts`` are mask files merged (logical OR) into one mask, e.g. Montgomery's
+    left and right lung masks; one part means the file is used as is.
+    """
+
+    row: dict[str, object]
+    image_path: Path
+    mask_parts: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Candidates:
+    """What an importer found: rows to check, label columns, and entries already quarantined."""
+
+    items: list[Candidate]
+    label_columns: list[str]
+    quarantine: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Checked:
+    row: dict[str, object] | None
+    quarantine: list[tuple[str, str]]
+    notes: list[str]
+    merged_mask: np.ndarray | None = None
+
+
+def _check_mask(part: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, str | None]:
+    arr, _ = read_image(part)
+    if arr.shape != shape:
+        raise ImageDecodeError(
+            f"{part}: mask is {arr.shape[1]}x{arr.shape[0]}, image is {shape[1]}x{shape[0]}; "
+            "masks must match their image"
+        )
+    mask, was_binary = binarize_mask(arr)
+    note = None if was_binary else f"{part}: mask is not strictly binary; binarized at half its max"
+    return mask, note
+
+
+def check_candidate(cand: Candidate) -> _Checked:
+    """Decode the image and its mask parts; return the finished row or why it is quarantined."""
+    try:
+        image, meta = read_image(cand.image_path)
+    except ImageDecodeError as exc:
+        return _Checked(None, [(str(cand.image_path), str(exc))], [])
+    if int(image.min()) == int(image.max()):
+        reason = (
+            f"{cand.image_path}: image is constant (every pixel = {int(image.min())}), "
+            "a blank or failed export; re-export it or remove it"
+        )
+        return _Checked(None, [(str(cand.image_path), reason)], [])
+    notes: list[str] = []
+    masks = []
+    for part in cand.mask_parts:
+        try:
+            mask, note = _check_mask(part, image.shape)
+        except ImageDecodeError as exc:
+            return _Checked(None, [(str(part), str(exc))], [])
+        masks.append(mask)
+        if note:
+            notes.append(note)
+    row = dict(cand.row)
+    row.update(meta)
+    row["image_path"] = str(cand.image_path.resolve())
+    row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
+    merged = None
+    if len(masks) == 1:
+        row["mask_path"] = str(cand.mask_parts[0].resolve())
+    elif masks:
+        merged = np.maximum.reduce(masks)
+    return _Checked(row, [], notes, merged)
+
+
+def check_all(items: list[Candidate], workers: int | None = None) -> Iterable[_Checked]:
+    """Check candidates in input order, in a process pool when there are many."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(items) < _PARALLEL_MIN_ROWS:
+        return map(check_candidate, items)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=cv2.setNumThreads, initargs=(1,))
+    results = list(pool.map(check_candidate, items, chunksize=16))
+    pool.shutdown()
+    return results
+
+
+def write_merged_mask(mask: np.ndarray, folder: Path, sample_id: str) -> Path:
+    """Write a merged 0/1 mask as a 0/255 PNG ``folder/<sample_id>_mask.png``; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sample_id}_mask.png"
+    if not cv2.imwrite(str(path), mask * 255):
+        raise OSError(f"{path}: cannot write merged mask; check the output folder is writable")
+    return path.resolve()

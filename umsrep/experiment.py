@@ -1,0 +1,321 @@
+"""The experiment file: one YAML describing a whole UMS-Rep comparison.
+
+A flat, commented dataclass per section is the documentation (nanoGPT style). Loading is strict:
+unknown keys, wrong types, impossible combinations and missing data paths are refused before
+anything runs, naming the dotted key (see ``umsrep.config.ConfigError``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from umsrep.config import ConfigError, from_dict, to_dict
+
+TASK_KINDS = ("classification", "segmentation", "denoise")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One dataset: an existing manifest, a raw folder to import, or synthetic data."""
+
+    manifest: str | None = None  # a manifest.parquet made by `umsrep data import`
+    importer: str | None = None  # or an importer name (shenzhen, montgomery, kermany, rsna, generic)
+    path: str | None = None  # ... and the raw dataset folder (or CSV for generic)
+    synthetic: Literal["cxr", "doppler"] | None = None  # or synthetic data made on the fly
+    n: int = 200  # synthetic: number of images
+    seed: int = 0  # synthetic: generator seed
+    split: str | None = None  # keep only manifest rows of this split (e.g. kermany "train")
+    require_mask: bool = False  # keep only rows with a mask
+
+    def validate(self, key: str) -> None:
+        given = [x for x in (self.manifest, self.importer, self.synthetic) if x is not None]
+        if len(given) != 1:
+            raise ConfigError(key, "give exactly one of manifest, importer (+path) or synthetic")
+        if self.importer is not None and self.path is None:
+            raise ConfigError(f"{key}.path", f"importer {self.importer!r} needs a path")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 256  # square side after OpenCV bicubic resize (paper: 256)
+    root: str | None = None  # relative paths resolve against this (CLI --data-root overrides)
+    pretrain: list[SourceConfig] = field(default_factory=list)  # unlabelled pool for the backbone
+    train: list[SourceConfig] = field(default_factory=list)  # fine-tuning data, split in k folds
+    test: list[SourceConfig] = field(default_factory=list)  # external test set (optional)
+    augment: Literal["none", "cxr"] = "none"  # joint image/mask augmentation while training
+    cache_dir: str = ".umsrep/cache"  # preprocessing cache, shared by every run
+
+    def validate(self, key: str) -> None:
+        if not self.train:
+            raise ConfigError(f"{key}.train", "at least one fine-tuning dataset is required")
+        if self.image_size < 16:
+            raise ConfigError(f"{key}.image_size", "must be at least 16")
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    k: int = 10  # k-fold cross-validation on data.train (patient-level, stratified)
+    seed: int = 0
+    val_fraction: float = 0.1  # part of each training fold kept for validation / model selection
+    stratify: str | None = None  # label column to stratify on
+    run: int | None = None  # run only the first N folds (smoke tests); None = all k
+
+    def validate(self, key: str) -> None:
+        if self.k < 2:
+            raise ConfigError(f"{key}.k", "needs at least 2 folds")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"{key}.val_fraction", "must be in (0, 0.5)")
+        if self.run is not None and not 1 <= self.run <= self.k:
+            raise ConfigError(f"{key}.run", f"must be between 1 and k={self.k}")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of one training stage (mapped onto ``umsrep.train.loop.TrainConfig``)."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = 0.0
+    patience: int = 10  # early stopping, epochs without improvement of the monitored metric
+    plateau_patience: int = 5  # reduce-on-plateau
+    plateau_factor: float = 0.5
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+    loader_workers: int = 0  # DataLoader workers per Train worker
+    amp: bool = True  # autocast + GradScaler (CUDA only; ignored on CPU)
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    kinds: list[Literal["gaussian", "poisson"]] = field(default_factory=lambda: ["gaussian"])
+    sigmas: list[float] = field(default_factory=lambda: [10.0, 20.0, 30.0, 40.0, 50.0])  # 0-255
+    per_image: bool = True  # draw the kind and sigma per image (else per batch)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "cdae"  # a registered backbone (`umsrep models`)
+    preset: str = "default"  # paper | default | tiny
+    width: float | None = None  # channel multiplier on top of the preset
+    pretrain: Literal["denoise", "supervised", "none"] = "denoise"
+    task: str | None = None  # supervised pretraining: the task (name in `tasks`) it learns
+    head: str = "denoise"  # the head used while pretraining (denoise), ignored for supervised
+    noise: NoiseSettings = field(default_factory=NoiseSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra backbone constructor arguments
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    kind: Literal["classification", "segmentation", "denoise"]
+    column: str = ""  # label column; "mask" for segmentation; "" for denoise
+    classes: list[str] | None = None  # label values in class-index order; others = missing
+    head: str = "classification"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: str = "cross_entropy"
+    loss_weight: float = 1.0  # joint strategy, fixed weighting
+
+    def validate(self, key: str) -> None:
+        if self.kind == "segmentation" and self.column not in ("mask", ""):
+            raise ConfigError(f"{key}.column", "a segmentation task's target is the mask")
+        if self.kind == "classification" and not self.column:
+            raise ConfigError(f"{key}.column", "a classification task needs a label column")
+        if self.kind == "classification" and self.head.startswith("seg"):
+            raise ConfigError(f"{key}.head", f"{self.head!r} is a segmentation head")
+        if self.kind == "segmentation" and self.head == "classification":
+            raise ConfigError(f"{key}.head", "a segmentation task needs a segmentation head")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: Literal["independent", "alternating", "joint"]
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. weighting, weights, ratios
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    enabled: bool = True
+    arch: Literal["same", "paper"] = "same"  # same architecture as the shared one, or the paper's
+    denoiser: bool = True  # a separate denoiser feeds the separate models (paper Figure 4)
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    type: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    def validate(self, key: str) -> None:
+        if self.type == "choice" and not self.values:
+            raise ConfigError(f"{key}.values", "a choice needs values")
+        if self.type != "choice" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ConfigError(key, "needs low < high")
+        if self.type == "loguniform" and self.low is not None and self.low <= 0:
+            raise ConfigError(f"{key}.low", "loguniform needs low > 0")
+
+
+SEARCHABLE = (
+    "lr", "batch_size", "optimizer", "weight_decay", "dropout", "epochs",
+    "alternating_ratio", "noise_sigma_max",
+)  # plus "weight/<task>" for joint loss weights
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    num_samples: int = 0  # trials per searched stage; 0 = no sweep, use the settings as given
+    space: dict[str, ParamSpace] = field(default_factory=dict)
+    applies_to: list[str] = field(default_factory=lambda: ["independent", "alternating", "joint"])
+    metric: str = "val_score"  # mean over tasks of each task's main validation metric
+    mode: Literal["min", "max"] = "max"
+    objectives: list[str] | None = None  # multi-objective: e.g. ["val/lung/dice", "val/abnormal/accuracy"]
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    num_workers: int = 1  # Ray Train workers per stage
+    use_gpu: bool = False
+    gpus_per_worker: float = 1.0  # < 1 lets trials share one GPU (one worker per trial then)
+    cpus_per_worker: float = 1.0
+    cpus_per_trial: float = 0.25  # the Tune trial that drives a TorchTrainer
+    max_concurrent: int | None = None  # concurrent stages/trials; None = what resources allow
+    max_failures: int = 2  # a lost Train worker restarts from the last checkpoint this often
+
+    def validate(self, key: str) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"{key}.num_workers", "at least 1 Ray Train worker")
+        if self.use_gpu and self.gpus_per_worker < 1 and self.num_workers > 1:
+            raise ConfigError(
+                f"{key}.gpus_per_worker",
+                "fractional GPUs only with num_workers: 1 (DDP ranks must not share a GPU)",
+            )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    data: DataConfig
+    tasks: list[TaskConfig]
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    strategies: list[StrategyConfig] = field(
+        default_factory=lambda: [StrategyConfig("independent"), StrategyConfig("alternating"),
+                                 StrategyConfig("joint")]
+    )
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)  # head fine-tuning and baselines
+    search: SearchConfig = field(default_factory=SearchConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    rules: list[dict[str, Any]] = field(default_factory=list)  # derivable recommendation rules
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        names = [t.name for t in self.tasks]
+        if not names:
+            raise ConfigError("tasks", "at least one target task is required")
+        if len(set(names)) != len(names):
+            raise ConfigError("tasks", f"task names must be unique, got {names}")
+        if self.backbone.pretrain == "supervised":
+            if self.backbone.task not in names:
+                raise ConfigError("backbone.task", f"supervised pretraining needs one of {names}")
+        if self.backbone.pretrain == "denoise" and self.backbone.head != "denoise":
+            raise ConfigError("backbone.head", "denoise pretraining uses the 'denoise' head")
+        strategies = [s.name for s in self.strategies]
+        if len(set(strategies)) != len(strategies):
+            raise ConfigError("strategies", "each strategy at most once")
+        for name in self.search.space:
+            if name not in SEARCHABLE and not (name.startswith("weight/") and name[7:] in names):
+                raise ConfigError(
+                    f"search.space.{name}",
+                    f"not searchable; use one of {', '.join(SEARCHABLE)} or weight/<task>",
+                )
+        for target in self.search.applies_to:
+            if target not in strategies + ["baseline"]:
+                raise ConfigError("search.applies_to", f"{target!r} is not a configured strategy")
+        if self.search.num_samples and not self.search.space:
+            raise ConfigError("search.space", "num_samples > 0 needs a search space")
+
+    # ------------------------------------------------------------------ helpers
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def digest(self, *parts: Any) -> str:
+        """Stable short hash of config parts (content-addressed stores)."""
+        blob = json.dumps(to_dict(parts), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_experiment(
+    path: str | Path | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    check_paths: bool = True,
+) -> Experiment:
+    """Load and validate an experiment YAML (or a dict). ``data_root`` overrides ``data.root``.
+
+    ``overrides`` are dotted keys (``{"folds.k": 3}``) applied before validation.
+    """
+    if data is None:
+        if path is None:
+            raise ValueError("give a path or data")
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(str(path), "the experiment file must be a mapping")
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    if data_root is not None:
+        data.setdefault("data", {})["root"] = str(data_root)
+    exp = from_dict(Experiment, data)
+    if exp.data.root is not None:
+        root = Path(exp.data.root).expanduser().resolve()
+        exp = replace(exp, data=replace(exp.data, root=str(root)))
+    if check_paths:
+        check_data_paths(exp)
+    return exp
+
+
+def resolve_path(exp: Experiment, p: str) -> Path:
+    path = Path(p).expanduser()
+    if not path.is_absolute() and exp.data.root is not None:
+        path = Path(exp.data.root) / path
+    return path.resolve()
+
+
+def check_data_paths(exp: Experiment) -> None:
+    for section in ("pretrain", "train", "test"):
+        for i, src in enumerate(getattr(exp.data, section)):
+            for attr in ("manifest", "path"):
+                value = getattr(src, attr)
+                if value is not None and not resolve_path(exp, value).exists():
+                    hint = " (set --data-root)" if exp.data.root is None else ""
+                    raise ConfigError(
+                        f"data.{section}[{i}].{attr}",
+                        f"{resolve_path(exp, value)} does not exist{hint}",
+                    )

@@ -1,0 +1,36 @@
+"""Models: shared backbones, task heads, separate baselines and the multi-task wrapper.
+
+Build everything by registered name::
+
+    backbone = build_backbone("cdae", preset="tiny")
+    heads = {"lung": build_head("seg_cdae", backbone),
+             "abnormal": build_head("classification", backbone, num_classes=2)}
+    model = MultiTaskModel(backbone, heads)
+
+Contracts: ``backbone.forward_features(x: [B, 1, H, W]) -> list[Tensor]`` (shallowest first),
+``backbone.feature_channels``, ``backbone.name``; ``head(feats, x)`` returns logits ``[B, C]``
+(classification), logits ``[B, 1, H, W]`` (segmentation) or a reconstruction ``[B, 1, H, W]``
+(denoise, in the input's normalized space); ``head.kind`` names which.
+"""
+
+from umsrep.models import encoders, heads  # noqa: F401  (fills the registries)
+from umsrep.models._factory import BACKBONES, HEADS, build_backbone, build_head, scale_channels
+from umsrep.models.multitask import MultiTaskModel, count_trainable_params
+from umsrep.models.presets import PAPER_COUNTS, PRESET_WIDTHS, paper_parameter_report
+from umsrep.models.separate import IdentityBackbone, PaperClassifier, build_separate_model
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "PAPER_COUNTS",
+    "PRESET_WIDTHS",
+    "IdentityBackbone",
+    "MultiTaskModel",
+    "PaperClassifier",
+    "build_backbone",
+    "build_head",
+    "build_separate_model",
+    "count_trainable_params",
+    "paper_parameter_report",
+    "scale_channels",
+]

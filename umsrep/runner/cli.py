@@ -1,0 +1,32 @@
+"""``umsrep train CONFIG.yaml``: one experiment, single process, stage by stage (no Ray)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="experiment YAML (see sweeps/)")
+    p.add_argument("--data-root", type=Path, default=None, help="overrides data.root")
+    p.add_argument("--output", type=Path, default=Path("runs"), help="where run folders go")
+    p.add_argument("--resume", type=Path, default=None, help="finish this run folder")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run(args: argparse.Namespace) -> int:
+    from umsrep.experiment import load_experiment
+    from umsrep.runner.local import run_local
+
+    overrides = {"folds.run": args.folds} if args.folds else None
+    exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
+    run_dir = run_local(exp, args.output, resume=args.resume, device=args.device)
+    print(run_dir)
+    return 0

@@ -1,0 +1,291 @@
+"""What each kind of stage does: pretrain a backbone, fine-tune heads, train a baseline model."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from umsrep.runner.plan import Stage
+from umsrep.runner.stage import (
+    SHARED,
+    ReportFn,
+    StageContext,
+    backbone_args,
+    build_stage_model,
+    denoise_task,
+    labelled,
+    make_dataset,
+    make_loader,
+    noise_config,
+    save_model_dir,
+    train_config,
+)
+from umsrep.runner.store import atomic_write_json, read_json
+from umsrep.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def execute_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any], *,
+                  report: ReportFn | None, resume_from: Path | None, out_dir: Path, rank: int):
+    if stage.store_key:
+        done = read_json(ctx.store_dir / stage.store_key / "result.json")
+        if done is not None:
+            return reuse_backbone(ctx, stage, done)
+        if stage.kind != "backbone":
+            raise RuntimeError(f"{stage.id}: backbone {stage.store_key} is not in the store yet")
+        return pretrain_backbone(ctx, stage, hparams, report, resume_from, rank)
+    if stage.kind == "head":
+        return finetune_heads(ctx, stage, hparams, report, resume_from, out_dir, rank)
+    return train_baseline(ctx, stage, hparams, report, resume_from, out_dir, rank)
+
+
+# ----------------------------------------------------------------------------- helpers
+def split_pool(positions: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(positions)
+    n_val = max(1, int(round(len(perm) * fraction)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def loaders_for(ctx: StageContext, tasks: list[Task], positions: np.ndarray, *, train: bool,
+                batch_size: int, seed: int) -> dict[str, Any]:
+    """One loader per task over the samples that carry its target (partial labels allowed)."""
+    out = {}
+    for t in tasks:
+        pos = labelled(ctx, positions, t)
+        if len(pos) == 0:
+            raise ValueError(f"task {t.name!r} has no labelled images in this split")
+        ds = make_dataset(ctx, pos, [t], train=train)
+        loader = make_loader(ds, batch_size, shuffle=train, seed=seed,
+                             workers=ctx.exp.train.loader_workers)
+        out[t.name] = ctx.prepare_loader(loader) if train else loader
+    return out
+
+
+def eval_splits(ctx: StageContext, stage: Stage) -> dict[str, np.ndarray]:
+    """'val' = the fold's held-out part; 'test' = the external set (or the held-out fold)."""
+    fold = ctx.data.folds[stage.fold]
+    ext = ctx.data.external
+    return {"val": fold.test, "test": ext if len(ext) else fold.test}
+
+
+def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], strategy: str,
+                   noise_cfg) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    from umsrep.train.evaluate import evaluate
+
+    metrics: list[dict[str, Any]] = []
+    preds: list[pd.DataFrame] = []
+    bs = max(ctx.exp.train.batch_size, 16)
+    for split, positions in eval_splits(ctx, stage).items():
+        loaders = loaders_for(ctx, tasks, positions, train=False, batch_size=bs, seed=0)
+        m, p = evaluate(model, tasks, loaders, noise_cfg, device=ctx.device)
+        for row in m:
+            metrics.append({"fold": stage.fold, "strategy": strategy, "split": split,
+                            "noise": row.get("noise", "") or "", "task": row["task"],
+                            "metric": row["metric"], "value": float(row["value"])})
+        p = p.assign(fold=stage.fold, strategy=strategy, split=split)
+        preds.append(p)
+    return metrics, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
+
+
+def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
+              settings, hparams, train_pos, val_pos, report, resume_from, noise_cfg, seed: int,
+              state_dir: Path):
+    """Train with the loop; its per-epoch state (``last.pt``) lives in ``state_dir``, or in
+    ``resume_from`` when Ray hands back a checkpoint, so an interrupted stage continues."""
+    from dataclasses import replace
+
+    from umsrep.strategies import STRATEGIES
+    from umsrep.train.loop import fit
+
+    cfg = train_config(ctx.exp, settings, hparams, ctx.device, seed)
+    cfg = replace(cfg, checkpoint_dir=str(resume_from or state_dir), val_metrics=True)
+    model = ctx.prepare_model(model)
+    opts = dict(options)
+    weights = {k[7:]: float(v) for k, v in hparams.items() if k.startswith("weight/")}
+    if weights and strategy_name == "joint":
+        base = {t.name: t.loss_weight for t in tasks}
+        opts["weights"] = {**base, **opts.get("weights", {}), **weights}
+    if "alternating_ratio" in hparams and strategy_name == "alternating":
+        r = float(hparams["alternating_ratio"])
+        opts["ratios"] = {t.name: (r if i == 0 else 1.0) for i, t in enumerate(tasks)}
+    strategy = STRATEGIES.get(strategy_name)(
+        model, tasks, optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        noise_cfg=noise_cfg, device=ctx.device, amp=cfg.amp, noise_seed=seed, **opts,
+    )
+    train_loaders = loaders_for(ctx, tasks, train_pos, train=True, batch_size=cfg.batch_size,
+                                seed=seed)
+    val_loaders = loaders_for(ctx, tasks, val_pos, train=False, batch_size=cfg.batch_size, seed=0)
+    return fit(model, strategy, train_loaders, val_loaders, cfg, report=report)
+
+
+def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> dict[str, Any]:
+    return {"stage": stage.id, "fold": stage.fold, "kind": stage.kind,
+            "strategy": stage.strategy, "task": stage.task_label, "status": "done",
+            "wall_s": float(fit_result.wall_s), "epochs": int(fit_result.epochs_run),
+            "trainable_params": int(params), "checkpoint": checkpoint,
+            "val_score": float(getattr(fit_result, "best_metric", float("nan")) or float("nan")),
+            **extra}
+
+
+# ----------------------------------------------------------------------------- backbone
+def pretrain_backbone(ctx, stage: Stage, hparams, report, resume_from, rank):
+    from umsrep.models import build_backbone, build_head
+    from umsrep.models.multitask import MultiTaskModel, count_trainable_params
+
+    exp = ctx.exp
+    bb = build_backbone(exp.backbone.name, **backbone_args(exp))
+    if exp.backbone.pretrain == "denoise":
+        task = denoise_task()
+        head = build_head(exp.backbone.head, bb, preset=exp.backbone.preset,
+                          width=exp.backbone.width)
+    else:
+        from umsrep.runner.stage import build_tasks
+
+        task = build_tasks(exp, ctx.data.index)[exp.backbone.task]
+        head = build_head(task.head, bb, num_classes=task.num_classes,
+                          preset=exp.backbone.preset, width=exp.backbone.width, **task.head_kwargs)
+    model = MultiTaskModel(bb, {task.name: head})
+    noise = noise_config(exp, hparams)
+    pool = labelled(ctx, ctx.data.pool_for_fold(stage.fold), task)
+    tr, va = split_pool(pool, exp.folds.val_fraction, exp.seed + 101)
+    params = count_trainable_params(model)
+    fit_result = fit_model(ctx, model, [task], "joint", {}, exp.backbone.train, hparams, tr, va,
+                           report, resume_from, noise, exp.seed,
+                           ctx.run_dir / "stages" / stage.id / "train_state")
+    metrics, preds = evaluate_model(ctx, stage, model, [task], SHARED, noise)
+    store = ctx.store_dir / stage.store_key
+    if rank == 0:
+        store.mkdir(parents=True, exist_ok=True)
+        torch.save({"backbone": model.backbone.state_dict(), "head": head.state_dict(),
+                    "task": task.name}, store / "model.pt.tmp")
+        (store / "model.pt.tmp").replace(store / "model.pt")
+        save_model_dir(store / "checkpoint", model, model_meta(ctx, [task], stage))
+        pd.DataFrame(metrics).to_parquet(store / "metrics.parquet", index=False)
+    result = _result(stage, fit_result, params, str(store / "checkpoint"),
+                     store_key=stage.store_key, reused=False)
+    if rank == 0:
+        atomic_write_json(result, store / "result.json")
+    return result, metrics, preds
+
+
+def reuse_backbone(ctx, stage: Stage, stored: dict[str, Any]):
+    """A backbone (or the baseline's identical denoiser) already in the store: no training."""
+    strategy = "baseline" if stage.kind == "baseline" else SHARED
+    metrics_path = ctx.store_dir / stage.store_key / "metrics.parquet"
+    metrics = []
+    if metrics_path.exists():
+        m = pd.read_parquet(metrics_path)
+        if int(m["fold"].iloc[0]) == stage.fold or not len(m):
+            metrics = m.assign(strategy=strategy).to_dict("records")
+    result = {**stored, "stage": stage.id, "fold": stage.fold, "kind": stage.kind,
+              "strategy": stage.strategy, "task": stage.task_label,
+              "reused": True, "reused_from": stored.get("stage")}
+    return result, metrics, pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- heads
+def finetune_heads(ctx, stage: Stage, hparams, report, resume_from, out_dir: Path, rank):
+    exp = ctx.exp
+    tasks = [ctx.tasks[n] for n in stage.tasks]
+    model = build_stage_model(ctx, stage, tasks, hparams)
+    fold = ctx.data.folds[stage.fold]
+    options = next((s.options for s in exp.strategies if s.name == stage.strategy), {})
+    noise = noise_config(exp, hparams)
+    fit_result = fit_model(ctx, model, tasks, stage.strategy, options, exp.train, hparams,
+                           fold.train, fold.val, report, resume_from, noise, exp.seed,
+                           out_dir / "train_state")
+    params = getattr(fit_result, "trainable_params", None) or _trainable(model)
+    metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise)
+    ckpt = out_dir / "checkpoint"
+    if rank == 0:
+        save_model_dir(ckpt, model, model_meta(ctx, tasks, stage))
+    return _result(stage, fit_result, params, str(ckpt)), metrics, preds
+
+
+def _trainable(model) -> int:
+    from umsrep.models.multitask import count_trainable_params
+
+    return count_trainable_params(model)
+
+
+# ----------------------------------------------------------------------------- baseline
+def train_baseline(ctx, stage: Stage, hparams, report, resume_from, out_dir: Path, rank):
+    from umsrep.models import build_separate_model
+    from umsrep.models.multitask import count_trainable_params
+
+    exp = ctx.exp
+    task = ctx.tasks[stage.tasks[0]]
+    kind = task.kind
+    if exp.baseline.arch == "same":
+        from umsrep.models import build_backbone, build_head
+        from umsrep.models.multitask import MultiTaskModel
+
+        bb = build_backbone(exp.backbone.name, **backbone_args(exp))
+        model = MultiTaskModel(bb, {task.name: build_head(
+            task.head, bb, num_classes=task.num_classes, preset=exp.backbone.preset,
+            width=exp.backbone.width, **task.head_kwargs)})
+    else:
+        model = build_separate_model(kind, arch="paper", preset=exp.backbone.preset,
+                                     width=exp.backbone.width, num_classes=task.num_classes)
+        model.heads[task.name] = model.heads.pop(next(iter(model.heads)))
+    params = count_trainable_params(model)
+    train_model = model
+    if stage.deps and exp.baseline.denoiser:
+        from umsrep.strategies import DenoisedInput
+
+        den = load_denoiser(ctx, stage.fold)
+        train_model = DenoisedInput(den, model)
+    fold = ctx.data.folds[stage.fold]
+    noise = noise_config(exp, hparams)
+    fit_result = fit_model(ctx, train_model, [task], "joint", {}, exp.train, hparams,
+                           fold.train, fold.val, report, resume_from, noise, exp.seed,
+                           out_dir / "train_state")
+    metrics, preds = evaluate_model(ctx, stage, train_model, [task], "baseline", noise)
+    ckpt = out_dir / "checkpoint"
+    if rank == 0:
+        save_model_dir(ckpt, train_model, model_meta(ctx, [task], stage))
+    return _result(stage, fit_result, params, str(ckpt)), metrics, preds
+
+
+def load_denoiser(ctx: StageContext, fold: int):
+    from umsrep.models import build_backbone, build_head
+    from umsrep.models.multitask import MultiTaskModel
+    from umsrep.runner.stage import backbone_store_key
+
+    exp = ctx.exp
+    state = torch.load(ctx.store_dir / backbone_store_key(ctx, fold) / "model.pt",
+                       weights_only=True, map_location="cpu")
+    bb = build_backbone(exp.backbone.name, **backbone_args(exp))
+    head = build_head("denoise", bb, preset=exp.backbone.preset, width=exp.backbone.width)
+    bb.load_state_dict(state["backbone"])
+    head.load_state_dict(state["head"])
+    return MultiTaskModel(bb, {"denoise": head})
+
+
+def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage) -> dict[str, Any]:
+    """Everything ``umsrep predict`` needs to rebuild the model without the experiment file."""
+    exp = ctx.exp
+    return {
+        "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
+        "image_size": exp.data.image_size,
+        "backbone": {"name": exp.backbone.name, **backbone_args(exp)},
+        "baseline_arch": exp.baseline.arch if stage.kind == "baseline" else None,
+        "denoised_input": bool(stage.kind == "baseline" and stage.deps and exp.baseline.denoiser),
+        "tasks": [{"name": t.name, "kind": t.kind, "column": t.column,
+                   "classes": list(t.classes) if t.classes else None, "head": t.head,
+                   "head_kwargs": t.head_kwargs, "loss": t.loss} for t in tasks],
+        "rules": exp.rules,
+    }
+
+
+def remove_partial(out_dir: Path) -> None:
+    if out_dir.exists() and not (out_dir / "result.json").exists():
+        shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""The planner: expands an experiment into stages per fold with their dependencies.
+
+A backbone is trained once per (fold, backbone config, pretraining data): its ``store_key`` is a
+content hash, so folds that share the same pretraining pool (e.g. RSNA for the CXR scenarios)
+share one backbone, and a later run with the same key reuses the stored one. Every head stage
+depends on its fold's backbone; baseline models depend on the separate denoiser when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from umsrep.experiment import Experiment
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str  # unique in the plan, also the stage's folder name
+    fold: int
+    kind: str  # backbone | head | baseline
+    strategy: str  # "" for backbones, "baseline" for baselines
+    tasks: tuple[str, ...]  # tasks trained in this stage ("denoise" for a denoiser)
+    deps: tuple[str, ...] = ()
+    store_key: str = ""  # backbones: content address in the backbone store
+    role: str = ""  # baseline: "denoiser" | "model"
+
+    @property
+    def task_label(self) -> str:
+        return self.tasks[0] if len(self.tasks) == 1 else ""
+
+
+@dataclass
+class Plan:
+    stages: list[Stage] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Stage]:
+        return {s.id: s for s in self.stages}
+
+    def waves(self) -> list[list[Stage]]:
+        """Stages grouped so that each group depends only on earlier groups (parallel inside)."""
+        done: set[str] = set()
+        remaining = list(self.stages)
+        waves: list[list[Stage]] = []
+        while remaining:
+            ready = [s for s in remaining if set(s.deps) <= done]
+            if not ready:
+                raise ValueError(f"dependency cycle among {[s.id for s in remaining]}")
+            waves.append(ready)
+            done |= {s.id for s in ready}
+            remaining = [s for s in remaining if s.id not in done]
+        return waves
+
+
+def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
+    """Content address of a backbone: its config and the exact samples it was trained on."""
+    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed)
+
+
+def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) -> Plan:
+    """``pool_digests[fold]`` is a digest of the sample ids the fold's backbone trains on."""
+    plan = Plan()
+    tasks = [t.name for t in exp.tasks]
+    for fold in folds:
+        deps: tuple[str, ...] = ()
+        if exp.backbone.pretrain != "none":
+            bb = Stage(
+                id=f"f{fold}-backbone", fold=fold, kind="backbone", strategy="",
+                tasks=(exp.backbone.task,) if exp.backbone.pretrain == "supervised" else ("denoise",),
+                store_key=backbone_key(exp, fold, pool_digests[fold]),
+            )
+            plan.stages.append(bb)
+            deps = (bb.id,)
+        for strat in exp.strategies:
+            if strat.name == "independent":
+                for t in tasks:
+                    plan.stages.append(Stage(
+                        id=f"f{fold}-independent-{t}", fold=fold, kind="head",
+                        strategy="independent", tasks=(t,), deps=deps,
+                    ))
+            else:
+                plan.stages.append(Stage(
+                    id=f"f{fold}-{strat.name}", fold=fold, kind="head", strategy=strat.name,
+                    tasks=tuple(tasks), deps=deps,
+                ))
+        if exp.baseline.enabled:
+            bdeps: tuple[str, ...] = ()
+            if exp.baseline.denoiser and exp.backbone.pretrain == "denoise":
+                # The separate denoiser is the same network trained on the same images as the
+                # shared CDAE: it shares the content address, so it is trained once and its
+                # time is charged to both sides (as in the paper's Table 4).
+                den = Stage(
+                    id=f"f{fold}-baseline-denoise", fold=fold, kind="baseline",
+                    strategy="baseline", tasks=("denoise",), role="denoiser",
+                    deps=deps, store_key=backbone_key(exp, fold, pool_digests[fold]),
+                )
+                plan.stages.append(den)
+                bdeps = (den.id,)
+            for t in tasks:
+                plan.stages.append(Stage(
+                    id=f"f{fold}-baseline-{t}", fold=fold, kind="baseline", strategy="baseline",
+                    tasks=(t,), deps=bdeps, role="model",
+                ))
+    return plan

@@ -1,0 +1,80 @@
+"""Creating a run folder and composing its tables from the stage folders (schema in
+``umsrep/schema.py``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from umsrep.experiment import Experiment
+from umsrep.runner.plan import Plan
+from umsrep.runner.store import atomic_write_parquet, atomic_write_yaml, read_json
+from umsrep.schema import (
+    METRICS_COLUMNS,
+    PREDICTIONS_COLUMNS,
+    SCHEMA_VERSION,
+    STAGES_COLUMNS,
+)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def new_run_dir(output: Path, name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run = Path(output) / f"{name}-{stamp}"
+    i = 1
+    while run.exists():
+        run = Path(output) / f"{name}-{stamp}-{i}"
+        i += 1
+    run.mkdir(parents=True)
+    return run
+
+
+def write_config(run_dir: Path, exp: Experiment, extra: dict | None = None) -> None:
+    atomic_write_yaml({"schema_version": SCHEMA_VERSION, "git_revision": git_revision(),
+                       **(extra or {}), "experiment": exp.to_dict()}, run_dir / "config.yaml")
+
+
+def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
+    """Rebuild stages/metrics/predictions.parquet from every finished stage folder."""
+    stages, metrics, preds = [], [], []
+    for stage in plan.stages:
+        out = run_dir / "stages" / stage.id
+        result = read_json(out / "result.json")
+        if not result:
+            continue
+        stages.append({"fold": stage.fold, "kind": stage.kind, "strategy": stage.strategy,
+                       "task": stage.task_label, "status": result.get("status", "done"),
+                       "wall_s": float(result.get("wall_s", 0.0)),
+                       "epochs": int(result.get("epochs", 0)),
+                       "trainable_params": int(result.get("trainable_params", 0)),
+                       "checkpoint": str(result.get("checkpoint", ""))})
+        for name, sink in (("metrics.parquet", metrics), ("predictions.parquet", preds)):
+            if (out / name).exists():
+                df = pd.read_parquet(out / name)
+                if len(df):
+                    sink.append(df)
+    tables = {
+        "stages.parquet": (pd.DataFrame(stages, columns=list(STAGES_COLUMNS)), STAGES_COLUMNS),
+        "metrics.parquet": (_concat(metrics, METRICS_COLUMNS), METRICS_COLUMNS),
+        "predictions.parquet": (_concat(preds, PREDICTIONS_COLUMNS), PREDICTIONS_COLUMNS),
+    }
+    for name, (df, cols) in tables.items():
+        atomic_write_parquet(df.astype(cols), run_dir / name)
+    return {name: len(df) for name, (df, _) in tables.items()}
+
+
+def _concat(frames: list[pd.DataFrame], cols: dict[str, str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame(columns=list(cols))
+    return pd.concat(frames, ignore_index=True).reindex(columns=list(cols))

@@ -1,0 +1,77 @@
+"""The run folder: the contract between the runner (umsrep, sweeps) and the analysis package.
+
+A run folder holds (all tables Parquet, written atomically: temp file then ``os.replace``):
+
+``config.yaml``
+    The resolved experiment config, plus ``git_revision`` and ``schema_version``.
+``stages.parquet`` (one row per training stage)
+    fold (int), kind ("backbone" | "head" | "baseline"), strategy (str: "independent",
+    "alternating", "joint", ..., "baseline" for baseline stages, "" for the backbone),
+    task (str: task name; "denoise" for a denoiser, "" for a multi-task stage), status
+    ("done" | "failed"), wall_s (float, seconds of training), epochs (int), trainable_params
+    (int), checkpoint (str: folder that ``umsrep predict`` takes, may be "").
+``metrics.parquet`` (long format, one row per value)
+    fold (int; -1 for a value pooled over folds), strategy (str; "baseline" for the baseline),
+    task (str), split ("val" | "test"), metric (str: accuracy, f1, mcc, auc, iou, dice,
+    pixel_accuracy, psnr, ssim, ms_ssim, loss), value (float), noise (str, "" unless the metric
+    is per noise level, e.g. "gaussian-20", "poisson-30").
+``predictions.parquet`` (one row per test or validation sample and task)
+    fold, strategy, task, split, sample_id (str), y_true (int), y_pred (int), score (float:
+    probability of the positive / predicted class; for segmentation the per-image Dice), and
+    for segmentation ``iou`` (float) so correctness can be thresholded later.
+``tune/<stage-name>/...``
+    Ray Tune results of each sweep (``trials.parquet``: one row per trial with its config keys
+    prefixed ``config/`` and its reported metrics).
+``samples/``
+    Optional PNG galleries (noisy/denoised pairs, segmentation overlays, Grad-CAM) listed in
+    ``samples/index.parquet`` (kind, fold, strategy, task, sample_id, path).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+STAGES_COLUMNS: dict[str, str] = {
+    "fold": "int64",
+    "kind": "string",
+    "strategy": "string",
+    "task": "string",
+    "status": "string",
+    "wall_s": "float64",
+    "epochs": "int64",
+    "trainable_params": "int64",
+    "checkpoint": "string",
+}
+
+METRICS_COLUMNS: dict[str, str] = {
+    "fold": "int64",
+    "strategy": "string",
+    "task": "string",
+    "split": "string",
+    "metric": "string",
+    "value": "float64",
+    "noise": "string",
+}
+
+PREDICTIONS_COLUMNS: dict[str, str] = {
+    "fold": "int64",
+    "strategy": "string",
+    "task": "string",
+    "split": "string",
+    "sample_id": "string",
+    "y_true": "int64",
+    "y_pred": "int64",
+    "score": "float64",
+    "iou": "float64",
+}
+
+SAMPLES_COLUMNS: dict[str, str] = {
+    "kind": "string",
+    "fold": "int64",
+    "strategy": "string",
+    "task": "string",
+    "sample_id": "string",
+    "path": "string",
+}
+
+BASELINE = "baseline"

@@ -1,0 +1,68 @@
+"""Independent fine-tuning: the shared backbone frozen, each head its own loss, optimizer, data.
+
+Frozen means both ``requires_grad=False`` on every backbone parameter *and* the backbone kept
+in eval mode, so batch-norm running statistics do not drift while heads train (paper 2.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from umsrep.strategies._base import Batch, Strategy, build_optimizer, loader_groups
+
+
+class IndependentStrategy(Strategy):
+    """Each epoch passes every task's loader once; batches of the tasks are interleaved.
+
+    Tasks sharing one DataLoader share its batches (one frozen forward pass for all of them).
+    """
+
+    name = "independent"
+
+    def __init__(self, model, tasks, **kwargs: Any) -> None:
+        super().__init__(model, tasks, **kwargs)
+        for p in self.model.backbone.parameters():
+            p.requires_grad_(False)
+        for name in self.tasks:
+            params = [p for p in self.model.heads[name].parameters() if p.requires_grad]
+            self.optimizers[name] = build_optimizer(
+                params, self.optimizer_name, self.lr, self.weight_decay
+            )
+
+    def train_mode(self) -> None:
+        self.model.train()
+        self.model.backbone.eval()
+
+    def schedule(self, loaders: Mapping[str, DataLoader]) -> Iterator[dict[str, Batch]]:
+        self.check_loaders(loaders)
+        groups = loader_groups({n: loaders[n] for n in self.tasks})
+        iters = [(iter(loader), names) for loader, names in groups]
+        while iters:
+            item: dict[str, Batch] = {}
+            alive = []
+            for it, names in iters:
+                batch = next(it, None)
+                if batch is None:
+                    continue
+                alive.append((it, names))
+                item.update({n: batch for n in names})
+            iters = alive
+            if item:
+                yield item
+
+    def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+        for name in batches:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        losses, _ = self.task_losses(batches)
+        stepped = False
+        for name, loss in losses.items():
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizers[name])
+            stepped = True
+        if stepped:
+            self.scaler.update()
+        return self.logs(losses)
+

@@ -1,0 +1,120 @@
+"""A target task: what a head predicts, from which label column, with which loss.
+
+A ``Task`` reads its target out of a batch produced by ``umsrep.data.dataset.CachedDataset``
+through a default-collate DataLoader::
+
+    batch = {
+        "image": Tensor [B, 1, S, S] float (per-image mean-centred, 0-1 pixel scale),
+        "image_mean": Tensor [B],
+        "mask": Tensor [B, 1, S, S] float 0/1,
+        "has_mask": Tensor [B] bool,
+        "labels": {task name: Tensor [B] int64, -1 where the label is missing},
+        "sample_id": list[str],
+    }
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from umsrep.config import from_dict
+
+TaskKind = Literal["classification", "segmentation", "denoise"]
+
+_DEFAULT_HEAD = {"classification": "classification", "segmentation": "seg_cdae",
+                 "denoise": "denoise"}
+_DEFAULT_LOSS = {"classification": "cross_entropy", "segmentation": "bce_dice", "denoise": "mse"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One target task of a multi-task model.
+
+    ``column`` is the label column (classification), ``"mask"`` (segmentation) or ``""``
+    (denoise). ``classes`` lists label values in class-index order (classification only).
+    ``head``/``loss`` default to the kind's usual head and loss (``classification`` /
+    ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``).
+    """
+
+    name: str
+    kind: TaskKind
+    column: str = ""
+    classes: tuple[str, ...] | None = None
+    head: str = ""
+    head_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    loss: str = ""
+    loss_weight: float = 1.0  # joint strategy, fixed weighting
+
+    def __post_init__(self) -> None:
+        if self.kind not in _DEFAULT_HEAD:
+            raise ValueError(
+                f"task {self.name!r}: kind {self.kind!r} is not one of {', '.join(_DEFAULT_HEAD)}"
+            )
+        if not self.head:
+            object.__setattr__(self, "head", _DEFAULT_HEAD[self.kind])
+        if not self.loss:
+            object.__setattr__(self, "loss", _DEFAULT_LOSS[self.kind])
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if self.kind == "classification":
+            if not self.column:
+                raise ValueError(f"task {self.name!r}: a classification task needs a column")
+            if not self.classes or len(self.classes) < 2:
+                raise ValueError(
+                    f"task {self.name!r}: give at least two classes (label values in "
+                    f"class-index order), got {self.classes!r}"
+                )
+        if self.kind == "segmentation" and self.column not in ("", "mask"):
+            raise ValueError(f"task {self.name!r}: a segmentation task's column is 'mask'")
+        if self.kind == "segmentation":
+            object.__setattr__(self, "column", "mask")
+        if self.kind == "denoise" and self.column:
+            raise ValueError(f"task {self.name!r}: a denoise task has no label column")
+        if self.loss_weight < 0:
+            raise ValueError(f"task {self.name!r}: loss_weight must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], key: str = "task") -> Task:
+        """Build a Task from a mapping; unknown keys raise ``ConfigError`` naming the key.
+
+        Keys other than Task fields that a ``TaskConfig`` carries for the runner (``sources``)
+        are refused too: pass only the task's own keys.
+        """
+        return from_dict(cls, data, key)
+
+    @property
+    def num_classes(self) -> int:
+        """Head output channels: ``len(classes)`` for classification, 1 otherwise."""
+        return len(self.classes) if self.kind == "classification" else 1
+
+    def target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(target, valid)`` of this task in ``batch``; ``valid`` is a ``[B]`` bool tensor.
+
+        classification: int64 class indices ``[B]`` from ``labels[name]`` (or
+        ``labels[column]``); missing labels are -1 and invalid;
+        segmentation: the mask ``[B, 1, S, S]`` (0/1), valid where ``has_mask``;
+        denoise: the clean image ``[B, 1, S, S]``, all valid (the noisy input is made by the
+        training step).
+        """
+        image = batch["image"]
+        if self.kind == "denoise":
+            return image, torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
+        if self.kind == "segmentation":
+            return batch["mask"], batch["has_mask"].to(torch.bool)
+        labels = batch.get("labels", {})
+        key = self.name if self.name in labels else self.column
+        if key not in labels:
+            known = ", ".join(sorted(labels)) or "(none)"
+            raise KeyError(
+                f"task {self.name!r}: the batch has no labels under {self.name!r} or "
+                f"{self.column!r} (has: {known}); give the dataset this task's label column"
+            )
+        y = labels[key].long()
+        return y, (y >= 0) & (y < self.num_classes)
+
+    def num_valid(self, batch: dict[str, Any]) -> int:
+        """Number of samples of ``batch`` that carry a target for this task."""
+        return int(self.target(batch)[1].sum())

@@ -1,0 +1,230 @@
+"""Hooks around the plain training loop (detectron2 style).
+
+A hook sees the ``LoopState`` before training, after each epoch (``state.metrics`` holds that
+epoch's metrics, e.g. ``train/loss/<task>``, ``val/loss``) and after training. Hooks with state
+(early stopping counters, LR schedulers, best weights) give ``state_dict`` so a resumed run
+continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from umsrep.strategies import Strategy, compute_losses, move_batch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopState:
+    """What hooks read and write. ``epoch`` is 0-based; ``stop`` ends training after it."""
+
+    model: torch.nn.Module
+    strategy: Strategy
+    monitor: str
+    mode: str  # "min" | "max"
+    epoch: int = -1
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop: bool = False
+    best_metric: float | None = None
+    checkpoint_dir: Path | None = None
+
+    def monitored(self) -> float:
+        if self.monitor not in self.metrics:
+            raise KeyError(
+                f"monitor {self.monitor!r} is not among this epoch's metrics "
+                f"({', '.join(sorted(self.metrics))}); set TrainConfig.monitor to one of them"
+            )
+        return float(self.metrics[self.monitor])
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None or math.isnan(best):
+            return not math.isnan(value)
+        return value < best if self.mode == "min" else value > best
+
+
+class Hook:
+    name = "hook"
+
+    def before_train(self, state: LoopState) -> None:
+        pass
+
+    def after_epoch(self, state: LoopState) -> None:
+        pass
+
+    def after_train(self, state: LoopState) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+class ValidationHook(Hook):
+    """Mean validation loss per task (``val/loss/<task>``) and their sum (``val/loss``).
+
+    The noise of denoise tasks comes from a generator re-seeded each epoch with ``seed``, so
+    validation numbers are comparable across epochs and use none of the training RNG. With
+    ``metrics=True`` it also adds ``val/<task>/<metric>`` from ``umsrep.train.evaluate``.
+    """
+
+    name = "validation"
+
+    def __init__(self, loaders: Mapping[str, DataLoader], seed: int = 0, metrics: bool = False):
+        self.loaders = dict(loaders)
+        self.seed = seed
+        self.with_metrics = metrics
+
+    @torch.no_grad()
+    def after_epoch(self, state: LoopState) -> None:
+        strategy = state.strategy
+        state.model.eval()
+        gen = torch.Generator(device=strategy.device)
+        total = 0.0
+        for name, loader in self.loaders.items():
+            gen.manual_seed(self.seed)
+            weighted, count = 0.0, 0
+            for batch in loader:
+                batch = move_batch(batch, strategy.device, strategy.channels_last)
+                n = strategy.tasks[name].num_valid(batch)
+                if n == 0:
+                    continue
+                losses = compute_losses(state.model, batch, strategy.tasks, [name],
+                                        strategy.noise_cfg, gen,
+                                        noisy_inputs=strategy.noisy_inputs)
+                weighted += float(losses[f"loss/{name}"]) * n
+                count += n
+            value = weighted / count if count else float("nan")
+            state.metrics[f"val/loss/{name}"] = value
+            total += value
+        state.metrics["val/loss"] = total
+        if self.with_metrics:
+            from umsrep.train.evaluate import evaluate
+
+            tasks = [strategy.tasks[n] for n in self.loaders]
+            rows, _ = evaluate(state.model, tasks, self.loaders, strategy.noise_cfg,
+                               device=strategy.device, seed=self.seed)
+            for row in rows:
+                suffix = f"/{row['noise']}" if row["noise"] else ""
+                state.metrics[f"val/{row['task']}/{row['metric']}{suffix}"] = row["value"]
+
+
+class PlateauHook(Hook):
+    """Reduce every optimizer's LR by ``factor`` after ``patience`` epochs without progress."""
+
+    name = "plateau"
+
+    def __init__(self, factor: float = 0.5, patience: int = 5) -> None:
+        self.factor, self.patience = factor, patience
+        self.schedulers: dict[str, torch.optim.lr_scheduler.ReduceLROnPlateau] = {}
+
+    def before_train(self, state: LoopState) -> None:
+        if not self.schedulers:
+            self.schedulers = {
+                k: torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    opt, mode=state.mode, factor=self.factor, patience=self.patience
+                )
+                for k, opt in state.strategy.optimizers.items()
+            }
+
+    def after_epoch(self, state: LoopState) -> None:
+        value = state.monitored()
+        for key, sched in self.schedulers.items():
+            sched.step(value)
+            state.metrics[f"lr/{key}"] = float(sched.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: s.state_dict() for k, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, sched in self.schedulers.items():
+            sched.load_state_dict(state[key])
+
+
+class EarlyStoppingHook(Hook):
+    """Stop after ``patience`` epochs without improvement of the monitored value."""
+
+    name = "early_stopping"
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def after_epoch(self, state: LoopState) -> None:
+        value = state.monitored()
+        if state.better(value, self.best):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            logger.info("early stopping at epoch %d: %s has not improved for %d epochs",
+                        state.epoch, state.monitor, self.bad_epochs)
+            state.stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+
+
+class BestWeightsHook(Hook):
+    """Keep the weights of the best epoch; put them back into the model when training ends."""
+
+    name = "best_weights"
+
+    def __init__(self, restore: bool = True) -> None:
+        self.restore = restore
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def after_epoch(self, state: LoopState) -> None:
+        value = state.monitored()
+        if state.better(value, self.best):
+            self.best, self.best_epoch = value, state.epoch
+            self.weights = copy.deepcopy(state.model.state_dict())
+        state.best_metric = self.best
+
+    def after_train(self, state: LoopState) -> None:
+        state.best_metric = self.best
+        if self.restore and self.weights is not None:
+            state.model.load_state_dict(self.weights)
+            logger.info("restored the weights of epoch %d (%s = %.6g)",
+                        self.best_epoch, state.monitor, self.best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.weights = state["weights"]
+
+
+class ReportHook(Hook):
+    """Calls ``report(epoch, metrics, checkpoint_dir)`` after each epoch's checkpoint.
+
+    A Ray Train worker passes a function that wraps ``ray.train.report``; this module never
+    imports ray.
+    """
+
+    name = "report"
+
+    def __init__(self, report: Callable[[int, dict[str, float], Path | None], None]) -> None:
+        self.report = report
+
+    def after_epoch(self, state: LoopState) -> None:
+        self.report(state.epoch, dict(state.metrics), state.checkpoint_dir)

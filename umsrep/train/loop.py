@@ -1,0 +1,218 @@
+"""The plain PyTorch training loop: a strategy steps, hooks validate/schedule/stop/checkpoint.
+
+Usage (one stage, one process)::
+
+    seed_everything(cfg.seed)
+    model = MultiTaskModel(backbone, heads)
+    strategy = build_strategy("joint", model, tasks, **strategy_options(cfg), noise_cfg=noise)
+    result = fit(model, strategy, train_loaders, val_loaders, cfg)
+
+A Ray Train worker passes ``report=lambda epoch, metrics, ckpt_dir: ray.train.report(...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader
+
+from umsrep.config import from_dict
+from umsrep.models.multitask import count_trainable_params
+from umsrep.strategies import Strategy
+from umsrep.train.checkpoint import (
+    LAST,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from umsrep.train.hooks import (
+    BestWeightsHook,
+    EarlyStoppingHook,
+    Hook,
+    LoopState,
+    PlateauHook,
+    ReportHook,
+    ValidationHook,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16  # used by whoever builds the DataLoaders; recorded with the run
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = 0.0
+    patience: int = 10  # early stopping: epochs without improvement; 0 disables
+    plateau_patience: int = 5  # reduce-on-plateau; 0 disables
+    plateau_factor: float = 0.5
+    monitor: str = "val/loss"  # a key of the epoch metrics (train/..., val/...)
+    mode: Literal["min", "max"] = "min"
+    device: str = "cpu"
+    amp: bool = True  # autocast + GradScaler, CUDA only
+    channels_last: bool = True  # CUDA only
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+    val_metrics: bool = False  # also compute task metrics on validation each epoch
+    checkpoint_dir: str | None = None  # last.pt written here each epoch
+    resume: bool = True  # continue from checkpoint_dir/last.pt when it exists
+    restore_best: bool = True  # end with the weights of the best epoch
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], key: str = "train") -> TrainConfig:
+        return from_dict(cls, data, key)
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    wall_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    trainable_params: int = 0
+
+
+def strategy_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The strategy keywords a TrainConfig sets (optimizer, lr, weight decay, device, AMP)."""
+    return {"optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+            "device": cfg.device, "amp": cfg.amp, "noise_seed": cfg.seed}
+
+
+def run_epoch(strategy: Strategy, loaders: Mapping[str, DataLoader],
+              max_steps: int | None = None) -> dict[str, float]:
+    """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps."""
+    strategy.train_mode()
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    images, steps, start = 0, 0, time.perf_counter()
+    for batches in strategy.schedule(loaders):
+        if max_steps is not None and steps >= max_steps:
+            break
+        for key, value in strategy.step(batches).items():
+            sums[key] += value
+            counts[key] += 1
+        images += sum(len(b["image"]) for b in {id(b): b for b in batches.values()}.values())
+        steps += 1
+    out = {f"train/{k}": sums[k] / counts[k] for k in sums}
+    losses = [v for k, v in out.items() if k.startswith("train/loss/")]
+    out["train/loss"] = float(sum(losses)) if losses else float("nan")
+    out["train/steps"] = float(steps)
+    out["train/images"] = float(images)
+    out["train/epoch_s"] = time.perf_counter() - start
+    return out
+
+
+def _resume(path: Path, state: LoopState, hooks: Sequence[Hook]) -> tuple[int, float, bool]:
+    ckpt = load_checkpoint(path, map_location=state.strategy.device)
+    state.model.load_state_dict(ckpt["model"])
+    state.strategy.load_state_dict(ckpt["strategy"])
+    for hook in hooks:
+        if hook.name in ckpt["hooks"]:
+            hook.load_state_dict(ckpt["hooks"][hook.name])
+    state.history.extend(ckpt["history"])
+    state.best_metric = ckpt.get("best_metric")
+    restore_rng_state(ckpt["rng"])
+    logger.info("resumed from %s after epoch %d", path, ckpt["epoch"] - 1)
+    return int(ckpt["epoch"]), float(ckpt["wall_s"]), bool(ckpt["stopped"])
+
+
+def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float) -> None:
+    save_checkpoint(path, {
+        "epoch": state.epoch + 1,
+        "stopped": state.stop,
+        "wall_s": wall_s,
+        "best_metric": state.best_metric,
+        "model": state.model.state_dict(),
+        "strategy": state.strategy.state_dict(),
+        "hooks": {h.name: h.state_dict() for h in hooks},
+        "history": state.history,
+        "rng": capture_rng_state(),
+    })
+
+
+def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader]) -> list[Hook]:
+    hooks: list[Hook] = []
+    if val_loaders:
+        hooks.append(ValidationHook(val_loaders, seed=cfg.seed, metrics=cfg.val_metrics))
+    if cfg.plateau_patience > 0:
+        hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience))
+    if cfg.patience > 0:
+        hooks.append(EarlyStoppingHook(cfg.patience))
+    hooks.append(BestWeightsHook(restore=cfg.restore_best))
+    return hooks
+
+
+def fit(
+    model: torch.nn.Module,
+    strategy: Strategy,
+    train_loaders: Mapping[str, DataLoader],
+    val_loaders: Mapping[str, DataLoader],
+    cfg: TrainConfig,
+    hooks: Sequence[Hook] = (),
+    report: Callable[[int, dict[str, float], Path | None], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with ``strategy`` for up to ``cfg.epochs`` epochs; see module doc.
+
+    Without validation loaders a ``val/...`` monitor falls back to ``train/loss``.
+    """
+    device = torch.device(cfg.device)
+    if strategy.device != device:
+        raise ValueError(f"the strategy runs on {strategy.device} but TrainConfig.device is "
+                         f"{device}; build it with strategy_options(cfg)")
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    strategy.channels_last = device.type == "cuda" and cfg.channels_last
+    monitor = cfg.monitor
+    if not val_loaders and monitor.startswith("val/"):
+        logger.info("no validation data: monitoring train/loss instead of %s", monitor)
+        monitor = "train/loss"
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    state = LoopState(model=model, strategy=strategy, monitor=monitor, mode=cfg.mode,
+                      checkpoint_dir=ckpt_dir)
+    own = default_hooks(cfg, val_loaders)
+    reporters = [h for h in hooks if isinstance(h, ReportHook)]
+    reporters += [ReportHook(report)] if report is not None else []
+    all_hooks = own + [h for h in hooks if not isinstance(h, ReportHook)]
+    trainable = count_trainable_params(model)
+    for hook in all_hooks:
+        hook.before_train(state)
+    seed_everything(cfg.seed)
+    start_epoch, wall_before, stopped = 0, 0.0, False
+    if ckpt_dir is not None and cfg.resume and (ckpt_dir / LAST).is_file():
+        start_epoch, wall_before, stopped = _resume(ckpt_dir / LAST, state, all_hooks)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, 0 if stopped else cfg.epochs):
+        state.epoch = epoch
+        state.metrics = {"epoch": float(epoch), **run_epoch(strategy, train_loaders,
+                                                             cfg.max_steps_per_epoch)}
+        state.history.append(state.metrics)
+        for hook in all_hooks:
+            hook.after_epoch(state)
+        logger.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in state.metrics.items()})
+        if ckpt_dir is not None:
+            _save(ckpt_dir / LAST, state, all_hooks, wall_before + time.perf_counter() - t0)
+        for hook in reporters:
+            hook.after_epoch(state)
+        if state.stop:
+            break
+    for hook in all_hooks:
+        hook.after_train(state)
+    return FitResult(
+        epochs_run=len(state.history),
+        wall_s=wall_before + time.perf_counter() - t0,
+        history=state.history,
+        best_metric=state.best_metric,
+        trainable_params=trainable,
+    )
