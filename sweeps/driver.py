@@ -69,6 +69,7 @@ def stage_trial(config: dict[str, Any]) -> None:
             "store_dir": setup["store_dir"], "stage": stage, "hparams": hparams,
             "out_dir": out_dir, "use_gpu": res["use_gpu"],
             "threads": max(1, int(round(res["cpus_per_worker"]))),
+            "fault_injection": setup.get("fault_injection"),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=res["num_workers"], use_gpu=res["use_gpu"],
@@ -77,7 +78,8 @@ def stage_trial(config: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=config.get("train_name") or stage["id"],
             storage_path=str(Path(setup["run_dir"]) / "ray_train"),
-            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"],
+                                                   controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
         ),
@@ -103,8 +105,10 @@ def _stage_args(d: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- driver
 class RayDriver:
-    def __init__(self, run: PreparedRun, exp: Experiment, smoke: bool = False) -> None:
-        self.run, self.exp, self.smoke = run, exp, smoke
+    def __init__(self, run: PreparedRun, exp: Experiment,
+                 fault_injection: dict[str, Any] | None = None) -> None:
+        self.run, self.exp = run, exp
+        self.fault_injection = fault_injection  # tests: crash a Train worker once
         self.run_dir = run.run_dir
         self.hparams_path = self.run_dir / "hparams.json"
         self.hparams: dict[str, dict[str, Any]] = read_json(self.hparams_path) or {}
@@ -116,6 +120,7 @@ class RayDriver:
             "stages": {s.id: dataclasses.asdict(s) for s in self.run.plan.stages},
             "resources": to_dict(self.exp.resources),
             "hparams": {s.id: self.hparams.get(template_of(s), {}) for s in self.run.plan.stages},
+            "fault_injection": self.fault_injection,
         }
 
     def concurrency(self) -> int:
@@ -134,23 +139,36 @@ class RayDriver:
 
     def run_all(self) -> Path:
         waves = self.run.plan.waves()
+        swept = {template_of(s) for s in self.sweep_templates()}
         for i, wave in enumerate(waves):
-            if i == 1:
-                self.sweep_all()
+            if swept and any(template_of(s) in swept for s in wave if s.kind != "backbone"):
+                self.sweep_all()  # once; finished sweeps are read back from best.json
+                swept = set()
             pending = [s for s in wave if not stage_done(self.run_dir / "stages" / s.id)]
             for s in wave:
                 if s not in pending:
                     print(f"[umsrep] {s.id}: done already, skipped", flush=True)
+            pending = [s for s in pending if not self.reuse_stored(s)]
             if pending:
                 self.run_wave(i, pending)
             compose_tables(self.run_dir, self.run.plan)
-        if len(waves) == 1:
-            self.sweep_all()
         failed = [s.id for s in self.run.plan.stages
                   if not stage_done(self.run_dir / "stages" / s.id)]
         if failed:
             raise RuntimeError(f"stages failed: {failed}; rerun with --resume {self.run_dir}")
         return self.run_dir
+
+    def reuse_stored(self, stage: Stage) -> bool:
+        """A backbone already in the content-addressed store is recorded without a trial."""
+        if not stage.store_key or not (self.run.ctx.store_dir / stage.store_key /
+                                       "result.json").exists():
+            return False
+        from umsrep.runner.stage import run_stage
+
+        run_stage(self.run.ctx, stage)
+        print(f"[umsrep] {stage.id}: reused backbone {stage.store_key} from the store",
+              flush=True)
+        return True
 
     def run_wave(self, i: int, stages: list[Stage]) -> None:
         from ray import tune
@@ -280,8 +298,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env,
                  log_to_driver=True)
     else:
-        kw: dict[str, Any] = {"runtime_env": env, "include_dashboard": False,
-                              "configure_logging": False}
+        # The dashboard's state API lets Ray Train clean up the workers of trials that ASHA
+        # stops; without it their placement groups leak and later trials starve.
+        kw: dict[str, Any] = {"runtime_env": env, "configure_logging": False}
         if num_cpus:
             kw["num_cpus"] = num_cpus
         if num_gpus is not None:

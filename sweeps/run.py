@@ -15,18 +15,22 @@ log = logging.getLogger(__name__)
 
 
 def run_experiment(exp, output: Path, resume: Path | None = None, address: str | None = None,
-                   num_gpus: int | None = None, report: bool = True) -> Path:
+                   num_gpus: int | None = None, report: bool = True,
+                   fault_injection: dict | None = None) -> Path:
+    import ray as _ray
+
     from sweeps.driver import RayDriver, init_ray
     from umsrep.runner.local import prepare_run
 
+    owned = not _ray.is_initialized() and not address
     ray = init_ray(address, num_gpus=num_gpus)
     device = "cuda" if exp.resources.use_gpu else "cpu"
     run = prepare_run(exp, Path(output), resume=resume, device=device)
     print(f"[umsrep] run folder: {run.run_dir}", flush=True)
     try:
-        run_dir = RayDriver(run, exp).run_all()
+        run_dir = RayDriver(run, exp, fault_injection=fault_injection).run_all()
     finally:
-        if not address:
+        if owned:
             ray.shutdown()
     if report:
         write_report(run_dir)

@@ -27,7 +27,8 @@ def ray_session():
     """One Ray session (2 CPUs) shared by every test that needs Ray."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        # With the dashboard on, Ray Train's state API can clean up stopped trials' workers.
+        ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     yield ray
     ray.shutdown()

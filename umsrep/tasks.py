@@ -15,7 +15,7 @@ through a default-collate DataLoader::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -24,8 +24,11 @@ from umsrep.config import from_dict
 
 TaskKind = Literal["classification", "segmentation", "denoise"]
 
-_DEFAULT_HEAD = {"classification": "classification", "segmentation": "seg_cdae",
-                 "denoise": "denoise"}
+_DEFAULT_HEAD = {
+    "classification": "classification",
+    "segmentation": "seg_cdae",
+    "denoise": "denoise",
+}
 _DEFAULT_LOSS = {"classification": "cross_entropy", "segmentation": "bce_dice", "denoise": "mse"}
 
 
@@ -78,12 +81,14 @@ class Task:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], key: str = "task") -> Task:
-        """Build a Task from a mapping; unknown keys raise ``ConfigError`` naming the key.
-
-        Keys other than Task fields that a ``TaskConfig`` carries for the runner (``sources``)
-        are refused too: pass only the task's own keys.
-        """
+        """Build a Task from a mapping; unknown keys raise ``ConfigError`` naming the key."""
         return from_dict(cls, data, key)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Task:
+        """From any object with Task's attributes, e.g. ``umsrep.experiment.TaskConfig``
+        (fields a Task does not have are ignored)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     @property
     def num_classes(self) -> int:

@@ -42,8 +42,8 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     a = kfold_splits(index, k=5, label_column="abnormal", seed=1)
     b = kfold_splits(index, k=5, label_column="abnormal", seed=1)
     c = kfold_splits(index, k=5, label_column="abnormal", seed=2)
-    assert all(np.array_equal(x.test, y.test) and np.array_equal(x.val, y.val) for x, y in zip(a, b))
-    assert any(not np.array_equal(x.test, y.test) for x, y in zip(a, c))
+    assert all(np.array_equal(x.test, y.test) and np.array_equal(x.val, y.val) for x, y in zip(a, b, strict=False))
+    assert any(not np.array_equal(x.test, y.test) for x, y in zip(a, c, strict=False))
 
 
 def test_too_few_patients_is_an_error():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 from torch.utils.data import DataLoader
+from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 
 from umsrep.config import ConfigError
+from umsrep.experiment import TaskConfig
 from umsrep.models import count_trainable_params
 from umsrep.strategies import DenoisedInput, build_strategy, compute_losses
 from umsrep.tasks import Task
@@ -18,10 +19,15 @@ def _batch(n=4, missing=0.0):
 
 
 def test_task_from_dict_defaults_and_refusals():
-    t = Task.from_dict({"name": "abn", "kind": "classification", "column": "abnormal",
-                        "classes": ["no", "yes"]})
-    assert (t.head, t.loss, t.num_classes, t.classes) == ("classification", "cross_entropy", 2,
-                                                          ("no", "yes"))
+    t = Task.from_dict(
+        {"name": "abn", "kind": "classification", "column": "abnormal", "classes": ["no", "yes"]}
+    )
+    assert (t.head, t.loss, t.num_classes, t.classes) == (
+        "classification",
+        "cross_entropy",
+        2,
+        ("no", "yes"),
+    )
     seg = Task.from_dict({"name": "lung", "kind": "segmentation"})
     assert (seg.column, seg.loss, seg.num_classes) == ("mask", "bce_dice", 1)
     with pytest.raises(ConfigError, match="colour"):
@@ -30,6 +36,12 @@ def test_task_from_dict_defaults_and_refusals():
         Task(name="x", kind="classification", column="c")
     with pytest.raises(ConfigError, match="kind"):
         Task.from_dict({"name": "x", "kind": "regression"})
+    cfg = TaskConfig(
+        name="abn", kind="classification", column="abnormal", classes=["no", "yes"], loss_weight=2.0
+    )
+    assert Task.from_config(cfg) == Task(
+        name="abn", kind="classification", column="abnormal", classes=("no", "yes"), loss_weight=2.0
+    )
 
 
 def test_task_targets_and_valid_masks():
@@ -52,14 +64,27 @@ def test_denoise_task_sees_noisy_input_others_clean_unless_configured():
     features = model.backbone.forward_features
     model.backbone.forward_features = lambda x: (seen.append(x.clone()), features(x))[1]
     with torch.no_grad():
-        compute_losses(model, batch, {t.name: t for t in TASKS}, ["lung", "denoise"], NOISE,
-                       torch.Generator().manual_seed(0))
+        compute_losses(
+            model,
+            batch,
+            {t.name: t for t in TASKS},
+            ["lung", "denoise"],
+            NOISE,
+            torch.Generator().manual_seed(0),
+        )
     noisy, clean = seen  # denoise tasks run first, on the noisy image
     assert torch.equal(clean, batch["image"]) and not torch.equal(noisy, batch["image"])
     seen.clear()
     with torch.no_grad():
-        losses = compute_losses(model, batch, {t.name: t for t in TASKS}, ["lung"], NOISE,
-                                torch.Generator().manual_seed(0), noisy_inputs=True)
+        losses = compute_losses(
+            model,
+            batch,
+            {t.name: t for t in TASKS},
+            ["lung"],
+            NOISE,
+            torch.Generator().manual_seed(0),
+            noisy_inputs=True,
+        )
     assert set(losses) == {"loss/lung"} and not torch.equal(seen[0], batch["image"])
 
 
@@ -76,6 +101,7 @@ def test_denoised_input_feeds_a_frozen_denoiser_into_a_separate_model():
     batch = _batch()
     strategy.step({"abnormal": batch})
     assert all(torch.equal(v, denoiser.state_dict()[k]) for k, v in frozen.items())
+    model.eval()
     with torch.no_grad():
         expected = separate(denoiser(batch["image"])["denoise"])["abnormal"]
         torch.testing.assert_close(model(batch["image"])["abnormal"], expected)

@@ -53,8 +53,10 @@ class ToyCxr(Dataset):
             "image_mean": mean,
             "mask": torch.from_numpy(self.masks[i]) * float(self.has_mask[i]),
             "has_mask": torch.tensor(bool(self.has_mask[i])),
-            "labels": {"abnormal": torch.tensor(int(self.labels[i])),
-                       "lung": torch.tensor(1 if self.has_mask[i] else -1)},
+            "labels": {
+                "abnormal": torch.tensor(int(self.labels[i])),
+                "lung": torch.tensor(1 if self.has_mask[i] else -1),
+            },
             "sample_id": self.ids[i],
         }
 
@@ -62,8 +64,10 @@ class ToyCxr(Dataset):
 def make_model(tasks=TASKS, seed: int = 0) -> MultiTaskModel:
     torch.manual_seed(seed)
     backbone = build_backbone("cdae", preset="tiny")
-    heads = {t.name: build_head(t.head, backbone, num_classes=t.num_classes, preset="tiny")
-             for t in tasks}
+    heads = {
+        t.name: build_head(t.head, backbone, num_classes=t.num_classes, preset="tiny")
+        for t in tasks
+    }
     return MultiTaskModel(backbone, heads)
 
 
@@ -86,4 +90,3 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
     now = module.state_dict()
     return {k for k, v in before.items() if not torch.equal(v, now[k])}
-

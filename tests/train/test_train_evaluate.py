@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 from torch.utils.data import DataLoader
+from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 
 from umsrep.metrics import compute_iou_per_image
 from umsrep.noise import NoiseConfig
@@ -63,7 +63,11 @@ def test_evaluate_reports_every_metric_and_denoise_per_noise_level(caplog):
     model = make_model(TASKS)
     noise = NoiseConfig(kinds=("gaussian", "poisson"), sigmas=(10.0, 30.0))
     assert [label for label, _ in noise_levels(noise)] == [
-        "gaussian-10", "gaussian-30", "poisson-10", "poisson-30"]
+        "gaussian-10",
+        "gaussian-30",
+        "poisson-10",
+        "poisson-30",
+    ]
     ds = ToyCxr(8)
     assert set(ds.labels) == {0, 1}
     loaders = {t.name: DataLoader(ds, batch_size=3) for t in TASKS}
@@ -85,6 +89,10 @@ def test_evaluate_reports_every_metric_and_denoise_per_noise_level(caplog):
 def test_denoise_noise_is_seeded():
     model = make_model(TASKS[2:]).eval()
     loader = DataLoader(ToyCxr(4), batch_size=4)
-    a = predict(model, TASKS[2], loader, noise_cfg=NOISE, generator=torch.Generator().manual_seed(1))
-    b = predict(model, TASKS[2], loader, noise_cfg=NOISE, generator=torch.Generator().manual_seed(1))
+    a = predict(
+        model, TASKS[2], loader, noise_cfg=NOISE, generator=torch.Generator().manual_seed(1)
+    )
+    b = predict(
+        model, TASKS[2], loader, noise_cfg=NOISE, generator=torch.Generator().manual_seed(1)
+    )
     assert a["score"].tolist() == b["score"].tolist()

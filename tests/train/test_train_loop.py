@@ -24,16 +24,23 @@ TWO = TASKS[:2]
 def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, **options):
     seed_everything(cfg.seed)
     model = make_model(tasks, seed=cfg.seed)
-    strat = build_strategy(strategy, model, tasks, noise_cfg=NOISE, **strategy_options(cfg),
-                           **options)
+    strat = build_strategy(
+        strategy, model, tasks, noise_cfg=NOISE, **strategy_options(cfg), **options
+    )
     train = make_loaders(n=(8, 8), tasks=tasks)
     val = make_loaders(n=(4, 4), seed=7, tasks=tasks)
     return model, fit(model, strat, train, val, cfg, report=report)
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"epochs": 2, "lr": 1e-2, "patience": 0, "plateau_patience": 0, "seed": 3,
-            "max_steps_per_epoch": 2}
+    base = {
+        "epochs": 2,
+        "lr": 1e-2,
+        "patience": 0,
+        "plateau_patience": 0,
+        "seed": 3,
+        "max_steps_per_epoch": 2,
+    }
     return TrainConfig(**(base | kw))
 
 
@@ -50,8 +57,12 @@ def test_checkpoint_round_trip_loads_weights_only(tmp_path):
     strategy = build_strategy("joint", model, TWO, weighting="gradnorm")
     rng = capture_rng_state()
     first = torch.rand(3)
-    state = {"model": model.state_dict(), "strategy": strategy.state_dict(),
-             "rng": rng, "history": [{"val/loss": 1.5}]}
+    state = {
+        "model": model.state_dict(),
+        "strategy": strategy.state_dict(),
+        "rng": rng,
+        "history": [{"val/loss": 1.5}],
+    }
     path = save_checkpoint(tmp_path / "c" / "last.pt", state)
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
     loaded = load_checkpoint(path)  # weights_only=True inside
@@ -71,8 +82,9 @@ def test_checkpoint_round_trip_loads_weights_only(tmp_path):
 def test_resume_continues_with_identical_results(tmp_path, strategy):
     cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "full"))
     model_full, full = _run(cfg, strategy)
-    part_cfg = _cfg(epochs=2, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"),
-                    restore_best=False)
+    part_cfg = _cfg(
+        epochs=2, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"), restore_best=False
+    )
     _run(part_cfg, strategy)
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
     resumed_cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"))

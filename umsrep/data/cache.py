@@ -24,8 +24,8 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -96,13 +96,18 @@ def _resize_one(job: tuple[str, str | None, int, int]):
 
 
 def _results(jobs: list, workers: int):
+    """Yield ``_resize_one`` results in job order, on ``workers`` threads.
+
+    Threads, not processes: OpenCV/Pillow decoding and resizing release the GIL, so threads use
+    every core without pickling arrays, re-importing the caller (spawn) or deadlocking on
+    OpenCV's thread pool after fork.
+    """
     bar = dict(total=len(jobs), desc="prepare", unit="img", mininterval=1.0)
     if workers <= 1 or len(jobs) < 32:
         yield from tqdm(map(_resize_one, jobs), **bar)
         return
-    ctx = get_context("spawn")
-    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        yield from tqdm(pool.imap(_resize_one, jobs, chunksize=8), **bar)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from tqdm(pool.map(_resize_one, jobs), **bar)
 
 
 def _source_dtype(manifest: pd.DataFrame) -> np.dtype:

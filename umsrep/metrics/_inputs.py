@@ -15,7 +15,10 @@ def to_tensor(values: ArrayLike | list, name: str) -> torch.Tensor:
     array = np.asarray(values)
     if array.dtype == object:
         raise ValueError(f"{name}: expected numbers, got an object array; convert labels to ints")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. a read-only view of the memory-mapped cache
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 def to_numpy(values: ArrayLike | list) -> np.ndarray:

@@ -26,6 +26,7 @@ from umsrep.runner.stage import (
     save_model_dir,
     train_config,
 )
+from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.store import atomic_write_json, read_json
 from umsrep.tasks import Task
 
@@ -132,6 +133,7 @@ def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> 
             "wall_s": float(fit_result.wall_s), "epochs": int(fit_result.epochs_run),
             "trainable_params": int(params), "checkpoint": checkpoint,
             "val_score": float(getattr(fit_result, "best_metric", float("nan")) or float("nan")),
+            "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
             **extra}
 
 
@@ -169,6 +171,7 @@ def pretrain_backbone(ctx, stage: Stage, hparams, report, resume_from, rank):
         (store / "model.pt.tmp").replace(store / "model.pt")
         save_model_dir(store / "checkpoint", model, model_meta(ctx, [task], stage))
         pd.DataFrame(metrics).to_parquet(store / "metrics.parquet", index=False)
+        write_stage_samples(ctx, stage, model, [task], SHARED)
     result = _result(stage, fit_result, params, str(store / "checkpoint"),
                      store_key=stage.store_key, reused=False)
     if rank == 0:
@@ -207,6 +210,7 @@ def finetune_heads(ctx, stage: Stage, hparams, report, resume_from, out_dir: Pat
     ckpt = out_dir / "checkpoint"
     if rank == 0:
         save_model_dir(ckpt, model, model_meta(ctx, tasks, stage))
+        write_stage_samples(ctx, stage, model, tasks, stage.strategy, out_dir)
     return _result(stage, fit_result, params, str(ckpt)), metrics, preds
 
 
@@ -252,6 +256,7 @@ def train_baseline(ctx, stage: Stage, hparams, report, resume_from, out_dir: Pat
     ckpt = out_dir / "checkpoint"
     if rank == 0:
         save_model_dir(ckpt, train_model, model_meta(ctx, [task], stage))
+        write_stage_samples(ctx, stage, train_model, [task], "baseline", out_dir)
     return _result(stage, fit_result, params, str(ckpt)), metrics, preds
 
 

@@ -60,16 +60,21 @@ def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) 
     """``pool_digests[fold]`` is a digest of the sample ids the fold's backbone trains on."""
     plan = Plan()
     tasks = [t.name for t in exp.tasks]
+    first_with_key: dict[str, str] = {}  # store key -> the stage that trains it
     for fold in folds:
         deps: tuple[str, ...] = ()
         if exp.backbone.pretrain != "none":
+            key = backbone_key(exp, fold, pool_digests[fold])
+            trainer = first_with_key.setdefault(key, f"f{fold}-backbone")
             bb = Stage(
                 id=f"f{fold}-backbone", fold=fold, kind="backbone", strategy="",
                 tasks=(exp.backbone.task,) if exp.backbone.pretrain == "supervised" else ("denoise",),
-                store_key=backbone_key(exp, fold, pool_digests[fold]),
+                store_key=key,
+                deps=() if trainer == f"f{fold}-backbone" else (trainer,),
             )
             plan.stages.append(bb)
-            deps = (bb.id,)
+            # heads wait for the stage that actually trains this backbone, not a reuse of it
+            deps = (trainer,)
         for strat in exp.strategies:
             if strat.name == "independent":
                 for t in tasks:
@@ -91,10 +96,11 @@ def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) 
                 den = Stage(
                     id=f"f{fold}-baseline-denoise", fold=fold, kind="baseline",
                     strategy="baseline", tasks=("denoise",), role="denoiser",
-                    deps=deps, store_key=backbone_key(exp, fold, pool_digests[fold]),
+                    deps=deps, store_key=key,
                 )
                 plan.stages.append(den)
-                bdeps = (den.id,)
+                # the denoiser's weights exist as soon as the shared backbone is trained
+                bdeps = (den.id,) if not deps else deps
             for t in tasks:
                 plan.stages.append(Stage(
                     id=f"f{fold}-baseline-{t}", fold=fold, kind="baseline", strategy="baseline",

@@ -158,7 +158,12 @@ class Strategy:
                 continue
             with torch.autocast(self.device.type, enabled=self.amp):
                 out = compute_losses(
-                    self.model, batch, self.tasks, present, self.noise_cfg, self.generator,
+                    self.model,
+                    batch,
+                    self.tasks,
+                    present,
+                    self.noise_cfg,
+                    self.generator,
                     noisy_inputs=self.noisy_inputs,
                 )
             losses.update({n: out[f"loss/{n}"] for n in present})

@@ -25,7 +25,8 @@ def _loader_size(loader: DataLoader) -> int:
 
 
 class AlternatingStrategy(Strategy):
-    """``ratios``: batches per turn for each task; None makes them proportional to dataset size.
+    """``ratios``: batches per turn for each task (rounded, at least 1); None makes them
+    proportional to dataset size.
 
     One epoch is ``max_i ceil(len(loader_i) / n_i)`` rounds, so every task passes its data at
     least once; shorter loaders start again (reshuffled) within the epoch.
@@ -33,16 +34,19 @@ class AlternatingStrategy(Strategy):
 
     name = "alternating"
 
-    def __init__(self, model, tasks, *, ratios: Mapping[str, int] | None = None, **kw: Any):
+    def __init__(self, model, tasks, *, ratios: Mapping[str, float] | None = None, **kw: Any):
         super().__init__(model, tasks, **kw)
         if ratios is not None:
             bad = sorted(set(ratios) ^ set(self.tasks))
-            if bad or any(int(v) < 1 for v in ratios.values()):
+            if bad or any(float(v) <= 0 for v in ratios.values()):
                 raise ValueError(
                     f"alternating ratios {dict(ratios)} must give a positive batch count for "
                     f"exactly the tasks {sorted(self.tasks)} (mismatch: {bad})"
                 )
-        self.ratios = {k: int(v) for k, v in ratios.items()} if ratios is not None else None
+        # a ratio is a number of batches per turn; fractions round, to at least one batch
+        self.ratios = (
+            {k: max(1, round(float(v))) for k, v in ratios.items()} if ratios is not None else None
+        )
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizers["all"] = build_optimizer(
             params, self.optimizer_name, self.lr, self.weight_decay

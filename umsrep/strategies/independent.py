@@ -65,4 +65,3 @@ class IndependentStrategy(Strategy):
         if stepped:
             self.scaler.update()
         return self.logs(losses)
-

@@ -20,8 +20,9 @@ def last_shared_parameter(model: torch.nn.Module, name: str | None = None) -> to
     params = dict(model.backbone.named_parameters())
     if name is not None:
         if name not in params:
-            raise ValueError(f"gradnorm_layer {name!r} is not a backbone parameter; "
-                             f"known: {', '.join(params)}")
+            raise ValueError(
+                f"gradnorm_layer {name!r} is not a backbone parameter; known: {', '.join(params)}"
+            )
         return params[name]
     weights = [p for p in params.values() if p.requires_grad and p.dim() > 1]
     if not weights:
@@ -63,7 +64,9 @@ class JointStrategy(Strategy):
         else:
             self.weighting = WEIGHTINGS.get(weighting)(names)
         self.weighting.to(self.device)
-        self.shared = last_shared_parameter(model, gradnorm_layer) if weighting == "gradnorm" else None
+        self.shared = (
+            last_shared_parameter(model, gradnorm_layer) if weighting == "gradnorm" else None
+        )
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         if self.weighting.joint_params:
             extra = list(self.weighting.parameters())

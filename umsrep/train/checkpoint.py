@@ -56,7 +56,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(
         (
             np_state["kind"],
-            np_state["keys"].numpy().astype(np.uint32),
+            np_state["keys"].cpu().numpy().astype(np.uint32),
             np_state["pos"],
             np_state["has_gauss"],
             np_state["gauss"],

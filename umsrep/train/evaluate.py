@@ -49,8 +49,14 @@ def _collect(model, task: Task, loader: DataLoader, device, noise_cfg, generator
         yield batch, model(x, [task.name])[task.name].float()
 
 
-def predict(model, task: Task, loader: DataLoader, device: str | torch.device = "cpu",
-            noise_cfg: Any = None, generator: torch.Generator | None = None) -> pd.DataFrame:
+def predict(
+    model,
+    task: Task,
+    loader: DataLoader,
+    device: str | torch.device = "cpu",
+    noise_cfg: Any = None,
+    generator: torch.Generator | None = None,
+) -> pd.DataFrame:
     """One row per sample for ``task`` (see the module doc for the columns' meaning)."""
     rows: list[pd.DataFrame] = []
     for batch, out in _collect(model, task, loader, device, noise_cfg, generator):
@@ -61,28 +67,46 @@ def predict(model, task: Task, loader: DataLoader, device: str | torch.device = 
             prob = torch.softmax(out, dim=1)
             pred = prob.argmax(dim=1)
             score = prob[:, 1] if task.num_classes == 2 else prob.gather(1, pred[:, None])[:, 0]
-            cols = {"y_true": target.cpu().numpy(), "y_pred": pred.cpu().numpy(),
-                    "score": score.cpu().numpy(), "iou": np.full(len(ids), np.nan)}
+            cols = {
+                "y_true": target.cpu().numpy(),
+                "y_pred": pred.cpu().numpy(),
+                "score": score.cpu().numpy(),
+                "iou": np.full(len(ids), np.nan),
+            }
         elif task.kind == "segmentation":
             true = (target[:, 0] > 0.5).cpu().numpy()
             pred_mask = (torch.sigmoid(out[:, 0]) > 0.5).cpu().numpy()
             iou = M.compute_iou_per_image(true, pred_mask)
-            cols = {"y_true": np.ones(len(ids), dtype=np.int64),
-                    "y_pred": (iou >= IOU_CORRECT).astype(np.int64),
-                    "score": M.compute_dice_per_image(true, pred_mask), "iou": iou}
+            cols = {
+                "y_true": np.ones(len(ids), dtype=np.int64),
+                "y_pred": (iou >= IOU_CORRECT).astype(np.int64),
+                "score": M.compute_dice_per_image(true, pred_mask),
+                "iou": iou,
+            }
         else:
             clean = _to_unit(target, batch["image_mean"]).cpu()
             den = _to_unit(out, batch["image_mean"]).cpu()
             psnr = [M.compute_psnr(clean[i : i + 1], den[i : i + 1]) for i in range(len(ids))]
-            cols = {"y_true": np.full(len(ids), -1), "y_pred": np.full(len(ids), -1),
-                    "score": np.asarray(psnr), "iou": np.full(len(ids), np.nan)}
+            cols = {
+                "y_true": np.full(len(ids), -1),
+                "y_pred": np.full(len(ids), -1),
+                "score": np.asarray(psnr),
+                "iou": np.full(len(ids), np.nan),
+            }
         frame = pd.DataFrame({"sample_id": ids, **cols})
         rows.append(frame[keep])
     if not rows:
         return pd.DataFrame(columns=["sample_id", "y_true", "y_pred", "score", "iou"])
     df = pd.concat(rows, ignore_index=True)
-    return df.astype({"sample_id": "string", "y_true": "int64", "y_pred": "int64",
-                      "score": "float64", "iou": "float64"})
+    return df.astype(
+        {
+            "sample_id": "string",
+            "y_true": "int64",
+            "y_pred": "int64",
+            "score": "float64",
+            "iou": "float64",
+        }
+    )
 
 
 def noise_levels(cfg: Any) -> list[tuple[str, Any]]:
@@ -111,8 +135,14 @@ def _denoise_metrics(model, task: Task, loader, device, noise_cfg, seed: int) ->
         c, d = torch.cat(clean), torch.cat(den)
         names = M.metrics_for_kind("denoise", image_size=min(c.shape[-2:]))
         for name in names:
-            rows.append({"task": task.name, "metric": name,
-                         "value": float(M.METRICS.get(name)(c, d)), "noise": label})
+            rows.append(
+                {
+                    "task": task.name,
+                    "metric": name,
+                    "value": float(M.METRICS.get(name)(c, d)),
+                    "noise": label,
+                }
+            )
     return rows
 
 
@@ -123,15 +153,21 @@ def _task_metrics(task: Task, df: pd.DataFrame) -> list[dict]:
     if task.kind == "segmentation":
         values = {"iou": df["iou"].mean(), "dice": df["score"].mean()}
     else:
-        values = {n: M.METRICS.get(n)(df["y_true"].to_numpy(), df["y_pred"].to_numpy())
-                  for n in ("accuracy", "f1", "mcc")}
+        values = {
+            n: M.METRICS.get(n)(df["y_true"].to_numpy(), df["y_pred"].to_numpy())
+            for n in ("accuracy", "f1", "mcc")
+        }
         if task.num_classes == 2 and df["y_true"].nunique() == 2:
             values["auc"] = M.compute_auc(df["y_true"].to_numpy(), df["score"].to_numpy())
         else:
-            logger.info("task %s: auc left out (%s)", task.name,
-                        "one class only" if task.num_classes == 2 else "multi-class")
-    return [{"task": task.name, "metric": k, "value": float(v), "noise": ""}
-            for k, v in values.items()]
+            logger.info(
+                "task %s: auc left out (%s)",
+                task.name,
+                "one class only" if task.num_classes == 2 else "multi-class",
+            )
+    return [
+        {"task": task.name, "metric": k, "value": float(v), "noise": ""} for k, v in values.items()
+    ]
 
 
 def _pixel_accuracy(model, task: Task, loader, device) -> list[dict]:
@@ -147,9 +183,14 @@ def _pixel_accuracy(model, task: Task, loader, device) -> list[dict]:
     return [{"task": task.name, "metric": "pixel_accuracy", "value": float(value), "noise": ""}]
 
 
-def evaluate(model, tasks: Sequence[Task], loaders: Mapping[str, DataLoader], noise_cfg: Any,
-             device: str | torch.device = "cpu", seed: int = 0
-             ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+def evaluate(
+    model,
+    tasks: Sequence[Task],
+    loaders: Mapping[str, DataLoader],
+    noise_cfg: Any,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metrics (rows of task, metric, value, noise) and per-sample predictions of every task.
 
     Denoise tasks are scored per noise level (each kind x sigma of ``noise_cfg``); MS-SSIM is skipped, with a logged reason, on images

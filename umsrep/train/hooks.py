@@ -101,9 +101,15 @@ class ValidationHook(Hook):
                 n = strategy.tasks[name].num_valid(batch)
                 if n == 0:
                     continue
-                losses = compute_losses(state.model, batch, strategy.tasks, [name],
-                                        strategy.noise_cfg, gen,
-                                        noisy_inputs=strategy.noisy_inputs)
+                losses = compute_losses(
+                    state.model,
+                    batch,
+                    strategy.tasks,
+                    [name],
+                    strategy.noise_cfg,
+                    gen,
+                    noisy_inputs=strategy.noisy_inputs,
+                )
                 weighted += float(losses[f"loss/{name}"]) * n
                 count += n
             value = weighted / count if count else float("nan")
@@ -114,8 +120,14 @@ class ValidationHook(Hook):
             from umsrep.train.evaluate import evaluate
 
             tasks = [strategy.tasks[n] for n in self.loaders]
-            rows, _ = evaluate(state.model, tasks, self.loaders, strategy.noise_cfg,
-                               device=strategy.device, seed=self.seed)
+            rows, _ = evaluate(
+                state.model,
+                tasks,
+                self.loaders,
+                strategy.noise_cfg,
+                device=strategy.device,
+                seed=self.seed,
+            )
             for row in rows:
                 suffix = f"/{row['noise']}" if row["noise"] else ""
                 state.metrics[f"val/{row['task']}/{row['metric']}{suffix}"] = row["value"]
@@ -170,8 +182,12 @@ class EarlyStoppingHook(Hook):
         else:
             self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
-            logger.info("early stopping at epoch %d: %s has not improved for %d epochs",
-                        state.epoch, state.monitor, self.bad_epochs)
+            logger.info(
+                "early stopping at epoch %d: %s has not improved for %d epochs",
+                state.epoch,
+                state.monitor,
+                self.bad_epochs,
+            )
             state.stop = True
 
     def state_dict(self) -> dict[str, Any]:
@@ -203,8 +219,12 @@ class BestWeightsHook(Hook):
         state.best_metric = self.best
         if self.restore and self.weights is not None:
             state.model.load_state_dict(self.weights)
-            logger.info("restored the weights of epoch %d (%s = %.6g)",
-                        self.best_epoch, state.monitor, self.best)
+            logger.info(
+                "restored the weights of epoch %d (%s = %.6g)",
+                self.best_epoch,
+                state.monitor,
+                self.best,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "weights": self.weights}

@@ -85,12 +85,19 @@ class FitResult:
 
 def strategy_options(cfg: TrainConfig) -> dict[str, Any]:
     """The strategy keywords a TrainConfig sets (optimizer, lr, weight decay, device, AMP)."""
-    return {"optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-            "device": cfg.device, "amp": cfg.amp, "noise_seed": cfg.seed}
+    return {
+        "optimizer": cfg.optimizer,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "device": cfg.device,
+        "amp": cfg.amp,
+        "noise_seed": cfg.seed,
+    }
 
 
-def run_epoch(strategy: Strategy, loaders: Mapping[str, DataLoader],
-              max_steps: int | None = None) -> dict[str, float]:
+def run_epoch(
+    strategy: Strategy, loaders: Mapping[str, DataLoader], max_steps: int | None = None
+) -> dict[str, float]:
     """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps."""
     strategy.train_mode()
     sums: dict[str, float] = defaultdict(float)
@@ -128,17 +135,20 @@ def _resume(path: Path, state: LoopState, hooks: Sequence[Hook]) -> tuple[int, f
 
 
 def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float) -> None:
-    save_checkpoint(path, {
-        "epoch": state.epoch + 1,
-        "stopped": state.stop,
-        "wall_s": wall_s,
-        "best_metric": state.best_metric,
-        "model": state.model.state_dict(),
-        "strategy": state.strategy.state_dict(),
-        "hooks": {h.name: h.state_dict() for h in hooks},
-        "history": state.history,
-        "rng": capture_rng_state(),
-    })
+    save_checkpoint(
+        path,
+        {
+            "epoch": state.epoch + 1,
+            "stopped": state.stop,
+            "wall_s": wall_s,
+            "best_metric": state.best_metric,
+            "model": state.model.state_dict(),
+            "strategy": state.strategy.state_dict(),
+            "hooks": {h.name: h.state_dict() for h in hooks},
+            "history": state.history,
+            "rng": capture_rng_state(),
+        },
+    )
 
 
 def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader]) -> list[Hook]:
@@ -168,8 +178,10 @@ def fit(
     """
     device = torch.device(cfg.device)
     if strategy.device != device:
-        raise ValueError(f"the strategy runs on {strategy.device} but TrainConfig.device is "
-                         f"{device}; build it with strategy_options(cfg)")
+        raise ValueError(
+            f"the strategy runs on {strategy.device} but TrainConfig.device is "
+            f"{device}; build it with strategy_options(cfg)"
+        )
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -179,8 +191,9 @@ def fit(
         logger.info("no validation data: monitoring train/loss instead of %s", monitor)
         monitor = "train/loss"
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    state = LoopState(model=model, strategy=strategy, monitor=monitor, mode=cfg.mode,
-                      checkpoint_dir=ckpt_dir)
+    state = LoopState(
+        model=model, strategy=strategy, monitor=monitor, mode=cfg.mode, checkpoint_dir=ckpt_dir
+    )
     own = default_hooks(cfg, val_loaders)
     reporters = [h for h in hooks if isinstance(h, ReportHook)]
     reporters += [ReportHook(report)] if report is not None else []
@@ -195,8 +208,10 @@ def fit(
     t0 = time.perf_counter()
     for epoch in range(start_epoch, 0 if stopped else cfg.epochs):
         state.epoch = epoch
-        state.metrics = {"epoch": float(epoch), **run_epoch(strategy, train_loaders,
-                                                             cfg.max_steps_per_epoch)}
+        state.metrics = {
+            "epoch": float(epoch),
+            **run_epoch(strategy, train_loaders, cfg.max_steps_per_epoch),
+        }
         state.history.append(state.metrics)
         for hook in all_hooks:
             hook.after_epoch(state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -83,7 +84,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ctx.prepare_loader = lambda dl: ray.train.torch.prepare_data_loader(dl, move_to_device=False)
     scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
 
+    fault = config.get("fault_injection") or {}
+
     def report(epoch: int, metrics: dict[str, float], ckpt_dir: Path | None) -> None:
+        if fault.get("stage") == stage.id and fault.get("epoch") == epoch:
+            marker = Path(fault["marker"])
+            if not marker.exists():  # crash this worker once, as a lost node would
+                marker.write_text(f"killed {stage.id} at epoch {epoch}")
+                os._exit(1)
         payload = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
         ckpt = None

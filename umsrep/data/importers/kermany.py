@@ -27,7 +27,7 @@ def _label(path: Path, folder: str) -> tuple[str, str] | str:
         return (match.group(1) if match else path.stem, "normal")
     match = _PERSON.match(path.stem)
     if not match:
-        return (f"unknown label: pneumonia file name has neither 'bacteria' nor 'virus' "
+        return ("unknown label: pneumonia file name has neither 'bacteria' nor 'virus' "
                 "(expected personN_bacteria_M or personN_virus_M); rename it")
     kind = match.group(2).lower()
     return match.group(1), "bacterial" if kind == "bacteria" else "viral"

@@ -1,0 +1,73 @@
+"""A whole experiment in one process (``umsrep train``): run folder, reuse and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from umsrep.experiment import load_experiment
+from umsrep.runner.local import run_local
+from umsrep.schema import METRICS_COLUMNS, PREDICTIONS_COLUMNS, STAGES_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tiny_cache):
+    from tests.runner.conftest import TINY
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["data"]["cache_dir"] = str(tiny_cache)
+    cfg["folds"]["run"] = 1
+    exp = load_experiment(data=cfg)
+    out = tmp_path_factory.mktemp("runs")
+    return exp, out, run_local(exp, out)
+
+
+def test_run_folder_is_complete(local_run):
+    _, _, run_dir = local_run
+    assert (run_dir / "config.yaml").exists()
+    stages = pd.read_parquet(run_dir / "stages.parquet")
+    assert list(stages.columns) == list(STAGES_COLUMNS)
+    assert set(stages["strategy"]) == {"", "independent", "alternating", "joint", "baseline"}
+    assert (stages["status"] == "done").all()
+    assert (stages["trainable_params"] > 0).all()
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.columns) == list(METRICS_COLUMNS)
+    test = metrics[metrics.split == "test"]
+    for strategy in ("independent", "alternating", "joint", "baseline"):
+        got = set(test[test.strategy == strategy].metric)
+        assert {"dice", "iou", "accuracy", "mcc"} <= got, strategy
+    # denoising quality per noise level, for the shared backbone and the baseline denoiser
+    den = metrics[(metrics.task == "denoise") & (metrics.metric == "psnr")]
+    assert {"shared", "baseline"} <= set(den.strategy)
+    assert den["noise"].str.startswith(("gaussian-", "poisson-")).all()
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    assert list(preds.columns) == list(PREDICTIONS_COLUMNS)
+    # every strategy predicted the same external test samples (what McNemar pairs)
+    cls = preds[(preds.task == "abnormal") & (preds.split == "test")]
+    ids = {s: set(g.sample_id) for s, g in cls.groupby("strategy")}
+    assert len(ids) == 4 and len({frozenset(v) for v in ids.values()}) == 1
+    for path in stages["checkpoint"]:
+        assert (path and (pd.io.common.file_exists(path + "/model.pt")))
+
+
+def test_independent_head_trains_only_the_head(local_run):
+    _, _, run_dir = local_run
+    stages = pd.read_parquet(run_dir / "stages.parquet").set_index(["strategy", "task"])
+    joint = stages.loc[("joint", ""), "trainable_params"]
+    ind = stages.loc[("independent", "abnormal"), "trainable_params"]
+    backbone = stages.loc[("", "denoise"), "trainable_params"]
+    assert ind < joint and ind < backbone
+
+
+def test_resume_reruns_nothing_finished_and_backbone_is_reused(local_run):
+    exp, out, run_dir = local_run
+    results = sorted(run_dir.glob("stages/*/result.json"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    assert run_local(exp, out, resume=run_dir) == run_dir
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    # a new run of the same experiment reuses the stored backbone: no retraining
+    second = run_local(exp, out)
+    bb = json.loads((second / "stages" / "f0-backbone" / "result.json").read_text())
+    assert bb["reused"] is True

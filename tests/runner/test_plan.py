@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from umsrep.config import ConfigError
+from umsrep.experiment import load_experiment
+from umsrep.runner.plan import build_plan
+
+
+def test_backbone_once_per_fold_and_heads_depend_on_it(tiny_config):
+    exp = load_experiment(data=tiny_config)
+    plan = build_plan(exp, [0, 1], {0: "pool-a", 1: "pool-b"})
+    ids = plan.by_id()
+    backbones = [s for s in plan.stages if s.kind == "backbone"]
+    assert [s.fold for s in backbones] == [0, 1]
+    assert backbones[0].store_key != backbones[1].store_key
+    for stage in plan.stages:
+        if stage.kind == "head":
+            assert stage.deps == (f"f{stage.fold}-backbone",)
+    # independent heads are separate stages (they run in parallel); the others are multi-task
+    assert {s.id for s in plan.stages if s.strategy == "independent"} == {
+        "f0-independent-lung", "f0-independent-abnormal",
+        "f1-independent-lung", "f1-independent-abnormal"}
+    assert ids["f0-joint"].tasks == ("lung", "abnormal")
+    # baseline models are fed by the separate denoiser
+    assert ids["f0-baseline-lung"].deps == ("f0-backbone",)
+    waves = plan.waves()
+    assert {s.id for s in waves[0]} == {"f0-backbone", "f1-backbone"}
+
+
+def test_shared_pretraining_pool_trains_one_backbone(tiny_config):
+    exp = load_experiment(data=tiny_config)
+    plan = build_plan(exp, [0, 1, 2], {0: "pool", 1: "pool", 2: "pool"})
+    backbones = [s for s in plan.stages if s.kind == "backbone"]
+    assert len({s.store_key for s in backbones}) == 1
+    # later folds reuse the first fold's backbone: they wait for it, their heads too
+    assert backbones[1].deps == ("f0-backbone",)
+    assert plan.by_id()["f2-joint"].deps == ("f0-backbone",)
+    # the baseline's separate denoiser is the same network on the same images: same key
+    assert plan.by_id()["f1-baseline-denoise"].store_key == backbones[0].store_key
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        ("tasks.0.colour", "red", "tasks[0].colour"),
+        ("folds.k", "ten", "folds.k"),
+        ("backbone.pretrain", "magic", "backbone.pretrain"),
+        ("search.space", {"learning_rate": {"type": "uniform", "low": 0, "high": 1}},
+         "search.space.learning_rate"),
+        ("strategies", [{"name": "joint"}, {"name": "joint"}], "strategies"),
+    ],
+)
+def test_bad_experiment_is_refused_naming_the_key(tiny_config, path, value, key):
+    node = tiny_config
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+    node[leaf] = value
+    with pytest.raises(ConfigError) as err:
+        load_experiment(data=tiny_config)
+    assert err.value.key == key
+
+
+def test_impossible_combinations_are_refused(tiny_config):
+    tiny_config["backbone"]["pretrain"] = "supervised"
+    tiny_config["backbone"]["task"] = "nope"
+    with pytest.raises(ConfigError, match="backbone.task"):
+        load_experiment(data=tiny_config)
+
+
+def test_missing_data_path_is_refused(tiny_config, tmp_path):
+    tiny_config["data"]["train"] = [{"importer": "shenzhen", "path": "ChinaSet_AllFiles"}]
+    with pytest.raises(ConfigError, match=r"data.train\[0\].path.*--data-root"):
+        load_experiment(data=tiny_config)
+    with pytest.raises(ConfigError, match=r"data.train\[0\].path"):
+        load_experiment(data=tiny_config, data_root=tmp_path)

@@ -1,0 +1,247 @@
+"""The ready experiments in ``sweeps/`` load, validate and plan; bad experiment files are refused.
+
+No training and no data import: loading, path checks and the planner only, so this stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps.cli import smoke_overrides
+from umsrep.config import ConfigError
+from umsrep.experiment import Experiment, load_experiment
+from umsrep.runner.plan import Plan, backbone_key, build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEPS = REPO / "sweeps"
+REAL = REPO / ".." / "shared" / "data" / "real"
+ALL_YAML = sorted(SWEEPS.glob("*.yaml"))
+PAPER = ["cxr_heterogeneous", "cxr_homogeneous", "echo_heterogeneous", "echo_homogeneous"]
+
+
+def needs_real_data(path: Path) -> bool:
+    """True when the experiment reads a dataset folder or manifest (not only synthetic data)."""
+    raw = yaml.safe_load(path.read_text())
+    sources = [s for part in ("pretrain", "train", "test") for s in raw["data"].get(part, [])]
+    return any("path" in s or "manifest" in s for s in sources)
+
+
+def load(path: Path, **kw) -> Experiment:
+    if needs_real_data(path):
+        if not REAL.is_dir():
+            pytest.skip(f"real sample data not found at {REAL}")
+        return load_experiment(path, data_root=REAL, check_paths=True, **kw)
+    return load_experiment(path, check_paths=True, **kw)
+
+
+def plan_for(exp: Experiment) -> Plan:
+    folds = list(range(exp.folds.run or exp.folds.k))
+    # a shared pretraining pool is the same for every fold; otherwise each fold pretrains on its
+    # own training part
+    digests = {f: "pool" if exp.data.pretrain else f"fold{f}" for f in folds}
+    return build_plan(exp, folds, digests)
+
+
+# ----------------------------------------------------------------------------- ready experiments
+def test_the_four_paper_scenarios_ship() -> None:
+    assert {p.stem for p in ALL_YAML} >= set(PAPER) | {"demo"}
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.stem)
+def test_experiment_loads_and_plans(path: Path) -> None:
+    exp = load(path)
+    plan = plan_for(exp)
+    stages = plan.by_id()
+    folds = range(exp.folds.run or exp.folds.k)
+    tasks = {t.name for t in exp.tasks}
+    assert len(plan.waves()) >= 2  # no cycle, heads after backbones
+    for fold in folds:
+        mine = [s for s in plan.stages if s.fold == fold]
+        backbones = [s for s in mine if s.kind == "backbone"]
+        assert len(backbones) == 1, f"fold {fold}: {len(backbones)} backbone stages"
+        key = backbones[0].store_key
+        # the stage that actually trains this backbone (the first fold with the same key)
+        trainer = next(s for s in plan.stages if s.kind == "backbone" and s.store_key == key)
+        assert trainer.deps == ()
+        heads = [s for s in mine if s.kind == "head"]
+        assert {s.strategy for s in heads} == {s.name for s in exp.strategies}
+        for head in heads:
+            assert head.deps == (trainer.id,), f"{head.id} depends on {head.deps}"
+        trained = {t for s in heads if s.strategy == "independent" for t in s.tasks}
+        assert trained == tasks
+        if exp.baseline.enabled:
+            models = {s.tasks[0] for s in mine if s.kind == "baseline" and s.role == "model"}
+            assert models == tasks
+            for s in mine:
+                if s.kind == "baseline":
+                    assert set(s.deps) <= set(stages)
+    if exp.data.pretrain:  # one pool: the backbone is trained once and reused by later folds
+        trainers = [s for s in plan.stages if s.kind == "backbone" and not s.deps]
+        assert len(trainers) == 1
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_scenarios_use_paper_settings(name: str) -> None:
+    exp = load_experiment(SWEEPS / f"{name}.yaml", check_paths=False)
+    assert exp.data.image_size == 256
+    assert exp.folds.k == 10 and exp.folds.run is None
+    assert exp.backbone.preset == "paper"
+    assert [s.name for s in exp.strategies] == ["independent", "alternating", "joint"]
+    assert exp.baseline.enabled
+    assert exp.train.optimizer == "adam" and exp.train.batch_size == 16
+    space = set(exp.search.space)
+    assert {"lr", "dropout", "alternating_ratio"} <= space
+    assert any(k.startswith("weight/") for k in space)
+    assert 0 < exp.search.num_samples <= 20
+    res = exp.resources
+    assert res.use_gpu and res.num_workers == 1 and res.gpus_per_worker == 0.5
+    if name.startswith("cxr"):
+        assert exp.backbone.name == "cdae" and exp.backbone.pretrain == "denoise"
+        assert exp.backbone.train.optimizer == "rmsprop" and exp.backbone.train.lr == 1e-3
+        assert exp.backbone.train.batch_size == 16
+        assert set(exp.backbone.noise.kinds) == {"gaussian", "poisson"}
+        assert list(exp.backbone.noise.sigmas) == [10, 20, 30, 40, 50]
+    else:
+        assert exp.backbone.name == "echo_cnn" and exp.backbone.pretrain == "supervised"
+        assert exp.backbone.task == "flow"
+        assert exp.backbone.train.epochs == 64 and exp.backbone.train.batch_size == 16
+        assert not exp.baseline.denoiser
+
+
+def test_homogeneous_tasks_split_one_label_column() -> None:
+    cxr = load_experiment(SWEEPS / "cxr_homogeneous.yaml", check_paths=False)
+    pairs = {frozenset(t.classes) for t in cxr.tasks if t.column == "diagnosis"}
+    assert pairs == {
+        frozenset(p) for p in [("normal", "bacterial"), ("normal", "viral"), ("bacterial", "viral")]
+    }
+    echo = load_experiment(SWEEPS / "echo_homogeneous.yaml", check_paths=False)
+    pairs = {frozenset(t.classes) for t in echo.tasks if t.classes and len(t.classes) == 2}
+    assert pairs == {frozenset(p) for p in [("MV", "MA"), ("MV", "TR"), ("MA", "TR")]}
+
+
+@pytest.mark.parametrize(
+    "pair", [("cxr_heterogeneous", "cxr_homogeneous"), ("echo_heterogeneous", "echo_homogeneous")]
+)
+def test_scenario_pairs_share_one_stored_backbone(pair: tuple[str, str]) -> None:
+    """Same modality, same backbone: one content address, so the store trains it once."""
+    a, b = (load_experiment(SWEEPS / f"{n}.yaml", check_paths=False) for n in pair)
+    assert a.data.pretrain == b.data.pretrain
+    assert backbone_key(a, 0, "pool") == backbone_key(b, 0, "pool")
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.stem)
+def test_smoke_overrides_apply(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    exp = load_experiment(
+        path, check_paths=False, overrides=smoke_overrides(int(raw.get("folds", {}).get("k", 10)))
+    )
+    assert exp.folds.run == 2 and exp.train.epochs == 1
+    assert len({s.fold for s in plan_for(exp).stages}) == 2
+
+
+def test_real_data_paths_resolve_against_data_root() -> None:
+    if not REAL.is_dir():
+        pytest.skip(f"real sample data not found at {REAL}")
+    for name in ("cxr_heterogeneous", "cxr_homogeneous"):
+        exp = load_experiment(SWEEPS / f"{name}.yaml", data_root=REAL)
+        assert Path(exp.data.root) == REAL.resolve()
+    with pytest.raises(ConfigError) as err:  # no --data-root: relative paths do not exist here
+        load_experiment(SWEEPS / "cxr_heterogeneous.yaml")
+    assert err.value.key == "data.pretrain[0].path"
+
+
+# ----------------------------------------------------------------------------- refused files
+def base_config() -> dict:
+    return yaml.safe_load((SWEEPS / "echo_heterogeneous.yaml").read_text())
+
+
+def refused(data: dict, **kw) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        load_experiment(data=data, **kw)
+    return err.value
+
+
+def test_base_config_is_accepted() -> None:
+    assert load_experiment(data=base_config()).name == "echo_heterogeneous"
+
+
+def test_unknown_key_is_named() -> None:
+    data = base_config()
+    data["tasks"][0]["colour"] = "red"
+    err = refused(data)
+    assert err.key == "tasks[0].colour"
+    assert "unknown key" in str(err)
+
+
+def test_wrong_type_is_named() -> None:
+    data = base_config()
+    data["folds"]["k"] = "ten"
+    err = refused(data)
+    assert err.key == "folds.k"
+    assert "integer" in str(err)
+
+
+def test_supervised_pretraining_on_a_missing_task_is_refused() -> None:
+    data = base_config()
+    data["backbone"]["task"] = "heart_rate"
+    err = refused(data)
+    assert err.key == "backbone.task"
+    assert "envelope" in err.reason  # the tasks it could use
+
+
+def test_segmentation_task_with_a_classification_head_is_refused() -> None:
+    data = base_config()
+    assert data["tasks"][0]["kind"] == "segmentation"
+    data["tasks"][0]["head"] = "classification"
+    err = refused(data)
+    assert err.key == "tasks[0].head"
+
+
+def test_missing_data_path_without_data_root_asks_for_it() -> None:
+    data = base_config()
+    data["data"]["test"] = [{"importer": "generic", "path": "doppler/test.csv"}]
+    err = refused(data)
+    assert err.key == "data.test[0].path"
+    assert "--data-root" in err.reason
+
+
+def test_missing_data_path_under_data_root_names_the_path(tmp_path: Path) -> None:
+    data = base_config()
+    data["data"]["train"] = [{"manifest": "doppler/manifest.parquet"}]
+    err = refused(data, data_root=tmp_path)
+    assert err.key == "data.train[0].manifest"
+    assert str(tmp_path.resolve() / "doppler" / "manifest.parquet") in err.reason
+    assert "--data-root" not in err.reason
+    (tmp_path / "doppler").mkdir()
+    (tmp_path / "doppler" / "manifest.parquet").touch()
+    assert load_experiment(data=data, data_root=tmp_path).data.root == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_scenario_models_build_and_run(name: str) -> None:
+    """Each task's head (with its head_kwargs) fits the scenario's backbone at the paper preset."""
+    import torch
+
+    from umsrep.models import MultiTaskModel, build_backbone, build_head
+
+    exp = load_experiment(SWEEPS / f"{name}.yaml", check_paths=False)
+    bb = build_backbone(exp.backbone.name, preset=exp.backbone.preset, **exp.backbone.kwargs)
+    heads = {
+        t.name: build_head(
+            t.head,
+            bb,
+            preset=exp.backbone.preset,
+            num_classes=len(t.classes or ("0", "1")) if t.kind == "classification" else None,
+            **t.head_kwargs,
+        )
+        for t in exp.tasks
+    }
+    model = MultiTaskModel(bb, heads).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 1, 32, 32))
+    for t in exp.tasks:
+        want = (2, len(t.classes or ("0", "1"))) if t.kind == "classification" else (2, 1, 32, 32)
+        assert tuple(out[t.name].shape) == want, t.name

@@ -1,0 +1,188 @@
+"""``umsrep predict``: model folder round trip, PNG/JPEG/DICOM/unreadable inputs, outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from umsrep.cli import main as cli_main
+from umsrep.models import build_backbone, build_head
+from umsrep.models.multitask import MultiTaskModel
+from umsrep.predict import load_model_dir, normalize_image, predict_images
+from umsrep.runner.stage import save_model_dir
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+SIZE = 32
+RULES = [{"name": "action", "when": {"abnormal": "sick"}, "then": "refer", "else": "routine"}]
+
+
+def _meta(tasks: list[dict], **extra) -> dict:
+    return {"stage": "f0-joint", "kind": "head", "strategy": "joint", "fold": 0,
+            "image_size": SIZE, "backbone": {"name": "cdae", "preset": "tiny", "width": None},
+            "baseline_arch": None, "denoised_input": False, "tasks": tasks, "rules": RULES,
+            **extra}
+
+
+SEG = {"name": "lung", "kind": "segmentation", "column": "mask", "classes": None,
+       "head": "seg_cdae", "head_kwargs": {"skips": True}, "loss": "bce_dice"}
+CLS = {"name": "abnormal", "kind": "classification", "column": "abnormal",
+       "classes": ["healthy", "sick"], "head": "classification", "head_kwargs": {},
+       "loss": "cross_entropy"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> tuple[Path, MultiTaskModel]:
+    torch.manual_seed(0)
+    bb = build_backbone("cdae", preset="tiny")
+    model = MultiTaskModel(bb, {
+        "lung": build_head("seg_cdae", bb, preset="tiny", skips=True),
+        "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
+    })
+    # Non-trivial batch-norm statistics, so a missed buffer would change the outputs.
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 1, SIZE, SIZE))
+    model.eval()
+    path = tmp_path_factory.mktemp("model") / "checkpoint"
+    save_model_dir(path, model, _meta([SEG, CLS]))
+    return path, model
+
+
+def _write_dicom(path: Path, pixels: np.ndarray) -> Path:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _images(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (40, 50), dtype=np.uint8)  # H=40, W=50: not square, not 32
+    png, jpg = folder / "a.png", folder / "b.jpg"
+    cv2.imwrite(str(png), gray)
+    cv2.imwrite(str(jpg), gray)
+    dcm = _write_dicom(folder / "c.dcm", rng.integers(0, 4096, (36, 44)))
+    bad = folder / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    return [png, jpg, dcm, bad]
+
+
+def test_load_model_dir_reproduces_saved_model(model_dir):
+    path, model = model_dir
+    loaded, meta = load_model_dir(path)
+    assert meta["image_size"] == SIZE and [t["name"] for t in meta["tasks"]] == ["lung", "abnormal"]
+    assert not loaded.training
+    x = torch.randn(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        want, got = model(x), loaded(x)
+    for task in ("lung", "abnormal"):
+        assert torch.equal(want[task], got[task])
+
+
+def test_load_model_dir_names_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_model_dir(tmp_path)
+
+
+def test_predict_png_jpeg_dicom_and_unreadable(model_dir, tmp_path):
+    path, model = model_dir
+    images = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    df = predict_images(path, images, out)
+    csv = pd.read_csv(out / "predictions.csv")
+    assert list(csv["image"]) == [str(p) for p in images]
+    assert csv["error"].iloc[:3].isna().all()
+    assert "broken.png" in csv["error"].iloc[3] and csv["abnormal"].isna().iloc[3]
+    assert {"lung_mask", "abnormal", "abnormal_prob", "abnormal_gradcam", "action"} <= set(csv)
+    assert set(csv["abnormal"].iloc[:3]) <= {"healthy", "sick"}
+    assert ((csv["abnormal_prob"].iloc[:3] >= 0.5) & (csv["abnormal_prob"].iloc[:3] <= 1)).all()
+    expected_action = csv["abnormal"].iloc[:3].map({"sick": "refer", "healthy": "routine"})
+    assert list(csv["action"].iloc[:3]) == list(expected_action)
+    assert pd.isna(csv["action"].iloc[3])
+    sizes = {"a": (40, 50), "b": (40, 50), "c": (36, 44)}
+    for stem, shape in sizes.items():
+        mask = cv2.imread(str(out / f"{stem}_lung_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+        cam = cv2.imread(str(out / f"{stem}_abnormal_gradcam.png"), cv2.IMREAD_UNCHANGED)
+        assert cam.shape == (*shape, 3)
+    assert not list(out.glob("broken*"))
+    # The CSV's class and mask agree with the model run directly on the normalized PNG.
+    x, _ = normalize_image(cv2.imread(str(images[0]), cv2.IMREAD_UNCHANGED), SIZE)
+    with torch.no_grad():
+        direct = model(x)
+    assert df["abnormal"].iloc[0] == CLS["classes"][int(direct["abnormal"].argmax())]
+    prob = cv2.resize(torch.sigmoid(direct["lung"])[0, 0].numpy(), (50, 40),
+                      interpolation=cv2.INTER_LINEAR)
+    mask = cv2.imread(str(out / "a_lung_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(mask > 0, prob > 0.5)
+
+
+def test_denoised_input_baseline_and_denoise_output(tmp_path):
+    from umsrep.strategies import DenoisedInput
+
+    torch.manual_seed(1)
+    den_bb = build_backbone("cdae", preset="tiny")
+    denoiser = MultiTaskModel(den_bb, {"denoise": build_head("denoise", den_bb, preset="tiny")})
+    bb = build_backbone("cdae", preset="tiny")
+    clf = MultiTaskModel(bb, {"abnormal": build_head("classification", bb, num_classes=2,
+                                                     preset="tiny")})
+    base_dir = tmp_path / "baseline"
+    save_model_dir(base_dir, DenoisedInput(denoiser, clf).eval(),
+                   _meta([CLS], kind="baseline", baseline_arch="same", denoised_input=True))
+    den_dir = tmp_path / "backbone"
+    den_task = {"name": "denoise", "kind": "denoise", "column": "", "classes": None,
+                "head": "denoise", "head_kwargs": {}, "loss": "mse"}
+    save_model_dir(den_dir, denoiser.eval(), _meta([den_task], rules=[]))
+    loaded, _ = load_model_dir(base_dir)
+    assert isinstance(loaded, DenoisedInput)
+    x = torch.randn(1, 1, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["abnormal"], DenoisedInput(denoiser, clf).eval()(x)["abnormal"])
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.random.default_rng(2).integers(0, 256, (45, 30), dtype=np.uint8))
+    df = predict_images(base_dir, [img], tmp_path / "o1")
+    assert (tmp_path / "o1" / df["abnormal_gradcam"].iloc[0]).is_file()
+    predict_images(den_dir, [img], tmp_path / "o2")
+    denoised = cv2.imread(str(tmp_path / "o2" / "x_denoised.png"), cv2.IMREAD_UNCHANGED)
+    assert denoised.shape == (45, 30) and denoised.dtype == np.uint8
+
+
+def test_cli_predict_exit_codes(model_dir, tmp_path):
+    path, _ = model_dir
+    images = _images(tmp_path / "in")
+    assert cli_main(["predict", str(path), *map(str, images), "-o", str(tmp_path / "o")]) == 0
+    assert len(pd.read_csv(tmp_path / "o" / "predictions.csv")) == 4
+    bad = images[-1]
+    assert cli_main(["predict", str(path), str(bad), "-o", str(tmp_path / "o2")]) == 1
+
+
+def test_predict_real_dicom_and_jpeg(model_dir, tmp_path):
+    dcm = sorted((REAL / "rsna-pneumonia").rglob("*.dcm"))[:1]
+    jpg = sorted((REAL / "chest_xray").rglob("*.jpeg"))[:1]
+    if not dcm or not jpg:
+        pytest.skip(f"real sample data not found under {REAL}")
+    df = predict_images(model_dir[0], dcm + jpg, tmp_path)
+    assert df["error"].isna().all()
+    for src, stem in ((dcm[0], dcm[0].stem), (jpg[0], jpg[0].stem)):
+        from umsrep.data.io import load_image
+
+        mask = cv2.imread(str(tmp_path / f"{stem}_lung_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == load_image(src).shape
