@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         split=args.split, iou_threshold=args.iou_threshold, exact_below=args.exact_below
     )
     paper = json.loads(args.paper_reference.read_text()) if args.paper_reference else None
+    if paper is None:  # an experiment may carry the paper's published figures itself
+        paper = _config_paper_reference(args.run_dirs)
     out: Path = args.output
     try:
         path = write_report(
@@ -56,3 +58,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(path)
     return 0
+
+
+def _config_paper_reference(run_dirs) -> dict | None:
+    import yaml
+
+    for run_dir in run_dirs:
+        cfg = Path(run_dir) / "config.yaml"
+        if cfg.exists():
+            ref = ((yaml.safe_load(cfg.read_text()) or {}).get("experiment") or {}).get(
+                "paper_reference")
+            if ref:
+                return ref
+    return None

@@ -54,11 +54,14 @@ def stage_trial(config: dict[str, Any]) -> None:
     hparams = {**setup.get("hparams", {}).get(config["stage_id"], {}), **hparams}
     stage = setup["stages"][config["stage_id"]]
     out_dir = config.get("out_dir") or str(Path(setup["run_dir"]) / "stages" / stage["id"])
-    if config.get("out_dir") == "trial":
+    train_name = stage["id"]
+    if config.get("out_dir") == "trial":  # a sweep trial: its own folder and Train run name
         import ray.tune
 
-        out_dir = str(Path(setup["run_dir"]) / "tune" / template_of(Stage(**_stage_args(stage)))
-                      / "trials" / ray.tune.get_context().get_trial_id())
+        trial_id = ray.tune.get_context().get_trial_id()
+        template = template_of(Stage(**_stage_args(stage)))
+        out_dir = str(Path(setup["run_dir"]) / "tune" / template / "trials" / trial_id)
+        train_name = f"sweep-{template}-{trial_id}"
     resources = {"CPU": res["cpus_per_worker"]}
     if res["use_gpu"]:
         resources["GPU"] = res["gpus_per_worker"]
@@ -76,7 +79,7 @@ def stage_trial(config: dict[str, Any]) -> None:
             resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
-            name=config.get("train_name") or stage["id"],
+            name=train_name,
             storage_path=str(Path(setup["run_dir"]) / "ray_train"),
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"],
                                                    controller_failure_limit=3),
@@ -295,12 +298,14 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return ray
     env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=env,
-                 log_to_driver=True)
+        # An existing cluster or a submitted job: keep the job's runtime_env (merging ours into
+        # it is refused); every path the run uses is absolute, so trial working dirs don't matter.
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         # The dashboard's state API lets Ray Train clean up the workers of trials that ASHA
         # stops; without it their placement groups leak and later trials starve.
-        kw: dict[str, Any] = {"runtime_env": env, "configure_logging": False}
+        kw: dict[str, Any] = {"address": "local", "runtime_env": env,
+                              "configure_logging": False}
         if num_cpus:
             kw["num_cpus"] = num_cpus
         if num_gpus is not None:

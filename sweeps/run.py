@@ -33,18 +33,18 @@ def run_experiment(exp, output: Path, resume: Path | None = None, address: str |
         if owned:
             ray.shutdown()
     if report:
-        write_report(run_dir)
+        write_report(run_dir, exp.paper_reference or None)
     return run_dir
 
 
-def write_report(run_dir: Path) -> Path | None:
+def write_report(run_dir: Path, paper_reference: dict | None = None) -> Path | None:
     try:
         from analysis.report import write_report as _write
     except ImportError as exc:  # the analysis package is optional for a sweep
         log.warning("no report: %s", exc)
         return None
     out = run_dir / "report.html"
-    _write([run_dir], out)
+    _write([run_dir], out, paper_reference=paper_reference)
     print(f"[umsrep] report: {out}", flush=True)
     return out
 

@@ -28,7 +28,8 @@ def ray_session():
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         # With the dashboard on, Ray Train's state API can clean up stopped trials' workers.
-        ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, num_gpus=0, log_to_driver=False,
+                 configure_logging=False,
                  runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     yield ray
     ray.shutdown()

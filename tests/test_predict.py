@@ -22,27 +22,52 @@ RULES = [{"name": "action", "when": {"abnormal": "sick"}, "then": "refer", "else
 
 
 def _meta(tasks: list[dict], **extra) -> dict:
-    return {"stage": "f0-joint", "kind": "head", "strategy": "joint", "fold": 0,
-            "image_size": SIZE, "backbone": {"name": "cdae", "preset": "tiny", "width": None},
-            "baseline_arch": None, "denoised_input": False, "tasks": tasks, "rules": RULES,
-            **extra}
+    return {
+        "stage": "f0-joint",
+        "kind": "head",
+        "strategy": "joint",
+        "fold": 0,
+        "image_size": SIZE,
+        "backbone": {"name": "cdae", "preset": "tiny", "width": None},
+        "baseline_arch": None,
+        "denoised_input": False,
+        "tasks": tasks,
+        "rules": RULES,
+        **extra,
+    }
 
 
-SEG = {"name": "lung", "kind": "segmentation", "column": "mask", "classes": None,
-       "head": "seg_cdae", "head_kwargs": {"skips": True}, "loss": "bce_dice"}
-CLS = {"name": "abnormal", "kind": "classification", "column": "abnormal",
-       "classes": ["healthy", "sick"], "head": "classification", "head_kwargs": {},
-       "loss": "cross_entropy"}
+SEG = {
+    "name": "lung",
+    "kind": "segmentation",
+    "column": "mask",
+    "classes": None,
+    "head": "seg_cdae",
+    "head_kwargs": {"skips": True},
+    "loss": "bce_dice",
+}
+CLS = {
+    "name": "abnormal",
+    "kind": "classification",
+    "column": "abnormal",
+    "classes": ["healthy", "sick"],
+    "head": "classification",
+    "head_kwargs": {},
+    "loss": "cross_entropy",
+}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> tuple[Path, MultiTaskModel]:
     torch.manual_seed(0)
     bb = build_backbone("cdae", preset="tiny")
-    model = MultiTaskModel(bb, {
-        "lung": build_head("seg_cdae", bb, preset="tiny", skips=True),
-        "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
-    })
+    model = MultiTaskModel(
+        bb,
+        {
+            "lung": build_head("seg_cdae", bb, preset="tiny", skips=True),
+            "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
+        },
+    )
     # Non-trivial batch-norm statistics, so a missed buffer would change the outputs.
     model.train()
     with torch.no_grad():
@@ -62,7 +87,10 @@ def _write_dicom(path: Path, pixels: np.ndarray) -> Path:
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Modality = "CR"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -129,8 +157,9 @@ def test_predict_png_jpeg_dicom_and_unreadable(model_dir, tmp_path):
     with torch.no_grad():
         direct = model(x)
     assert df["abnormal"].iloc[0] == CLS["classes"][int(direct["abnormal"].argmax())]
-    prob = cv2.resize(torch.sigmoid(direct["lung"])[0, 0].numpy(), (50, 40),
-                      interpolation=cv2.INTER_LINEAR)
+    prob = cv2.resize(
+        torch.sigmoid(direct["lung"])[0, 0].numpy(), (50, 40), interpolation=cv2.INTER_LINEAR
+    )
     mask = cv2.imread(str(out / "a_lung_mask.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(mask > 0, prob > 0.5)
 
@@ -142,20 +171,33 @@ def test_denoised_input_baseline_and_denoise_output(tmp_path):
     den_bb = build_backbone("cdae", preset="tiny")
     denoiser = MultiTaskModel(den_bb, {"denoise": build_head("denoise", den_bb, preset="tiny")})
     bb = build_backbone("cdae", preset="tiny")
-    clf = MultiTaskModel(bb, {"abnormal": build_head("classification", bb, num_classes=2,
-                                                     preset="tiny")})
+    clf = MultiTaskModel(
+        bb, {"abnormal": build_head("classification", bb, num_classes=2, preset="tiny")}
+    )
     base_dir = tmp_path / "baseline"
-    save_model_dir(base_dir, DenoisedInput(denoiser, clf).eval(),
-                   _meta([CLS], kind="baseline", baseline_arch="same", denoised_input=True))
+    save_model_dir(
+        base_dir,
+        DenoisedInput(denoiser, clf).eval(),
+        _meta([CLS], kind="baseline", baseline_arch="same", denoised_input=True),
+    )
     den_dir = tmp_path / "backbone"
-    den_task = {"name": "denoise", "kind": "denoise", "column": "", "classes": None,
-                "head": "denoise", "head_kwargs": {}, "loss": "mse"}
+    den_task = {
+        "name": "denoise",
+        "kind": "denoise",
+        "column": "",
+        "classes": None,
+        "head": "denoise",
+        "head_kwargs": {},
+        "loss": "mse",
+    }
     save_model_dir(den_dir, denoiser.eval(), _meta([den_task], rules=[]))
     loaded, _ = load_model_dir(base_dir)
     assert isinstance(loaded, DenoisedInput)
     x = torch.randn(1, 1, SIZE, SIZE)
     with torch.no_grad():
-        assert torch.equal(loaded(x)["abnormal"], DenoisedInput(denoiser, clf).eval()(x)["abnormal"])
+        assert torch.equal(
+            loaded(x)["abnormal"], DenoisedInput(denoiser, clf).eval()(x)["abnormal"]
+        )
     img = tmp_path / "x.png"
     cv2.imwrite(str(img), np.random.default_rng(2).integers(0, 256, (45, 30), dtype=np.uint8))
     df = predict_images(base_dir, [img], tmp_path / "o1")

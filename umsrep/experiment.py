@@ -218,6 +218,8 @@ class Experiment:
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     rules: list[dict[str, Any]] = field(default_factory=list)  # derivable recommendation rules
+    # published figures shown beside ours in the report: {task: {strategy: {metric: value}}}
+    paper_reference: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     seed: int = 0
 
     def validate(self, key: str) -> None:

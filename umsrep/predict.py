@@ -60,21 +60,31 @@ def build_model_from_meta(meta: dict[str, Any]) -> MultiTaskModel:
     tasks = meta["tasks"]
     if meta.get("baseline_arch") == "paper":
         task = tasks[0]
-        model = build_separate_model(task["kind"], arch="paper", preset=preset, width=width,
-                                     num_classes=_num_classes(task))
+        model = build_separate_model(
+            task["kind"], arch="paper", preset=preset, width=width, num_classes=_num_classes(task)
+        )
         model.heads[task["name"]] = model.heads.pop(next(iter(model.heads)))
     else:
         backbone = build_backbone(name, preset=preset, width=width, **bb_cfg)
-        heads = {t["name"]: build_head(t["head"], backbone, num_classes=_num_classes(t),
-                                       preset=preset, width=width, **(t.get("head_kwargs") or {}))
-                 for t in tasks}
+        heads = {
+            t["name"]: build_head(
+                t["head"],
+                backbone,
+                num_classes=_num_classes(t),
+                preset=preset,
+                width=width,
+                **(t.get("head_kwargs") or {}),
+            )
+            for t in tasks
+        }
         model = MultiTaskModel(backbone, heads)
     if meta.get("denoised_input"):
         from umsrep.strategies import DenoisedInput
 
         den_bb = build_backbone(name, preset=preset, width=width, **bb_cfg)
-        denoiser = MultiTaskModel(den_bb, {"denoise": build_head("denoise", den_bb, preset=preset,
-                                                                 width=width)})
+        denoiser = MultiTaskModel(
+            den_bb, {"denoise": build_head("denoise", den_bb, preset=preset, width=width)}
+        )
         model = DenoisedInput(denoiser, model)
     return model
 
@@ -137,8 +147,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_one(model: MultiTaskModel, meta: dict[str, Any], pixels: np.ndarray, stem: str,
-                out_dir: Path) -> dict[str, Any]:
+def predict_one(
+    model: MultiTaskModel, meta: dict[str, Any], pixels: np.ndarray, stem: str, out_dir: Path
+) -> dict[str, Any]:
     """Predictions of every task for one ``[H, W]`` image; writes its PNGs under ``out_dir``."""
     from umsrep.derive import grad_cam, overlay_heatmap
 
@@ -206,8 +217,11 @@ def apply_model_rules(meta: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
     for rule in rules:
         missing = sorted({c.task for c in rule.when} - known)
         if missing:
-            log.warning("rule %r needs %s, which this model does not predict; skipped",
-                        rule.name, ", ".join(missing))
+            log.warning(
+                "rule %r needs %s, which this model does not predict; skipped",
+                rule.name,
+                ", ".join(missing),
+            )
             continue
         usable.append(rule)
         known.add(rule.name)
@@ -221,8 +235,9 @@ def apply_model_rules(meta: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def predict_images(model_dir: str | Path, images: list[Path], out_dir: str | Path, *,
-                   device: str = "cpu") -> pd.DataFrame:
+def predict_images(
+    model_dir: str | Path, images: list[Path], out_dir: str | Path, *, device: str = "cpu"
+) -> pd.DataFrame:
     """Predict every task (and rule) for each image; write PNGs and ``out_dir/predictions.csv``.
 
     Returns the table written to the CSV: one row per image, columns ``image``, ``error`` (empty
@@ -256,18 +271,31 @@ def predict_images(model_dir: str | Path, images: list[Path], out_dir: str | Pat
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", type=Path,
-                        help="a trained stage's checkpoint folder (model.pt + model.json)")
+    parser.add_argument(
+        "model_dir", type=Path, help="a trained stage's checkpoint folder (model.pt + model.json)"
+    )
     parser.add_argument("images", type=Path, nargs="+", help="PNG, JPEG or DICOM files")
-    parser.add_argument("-o", "--output", type=Path, required=True,
-                        help="folder for predictions.csv, masks and Grad-CAM overlays")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for predictions.csv, masks and Grad-CAM overlays",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda when available, else cpu)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     df = predict_images(args.model_dir, args.images, args.output, device=args.device)
     failed = int(df["error"].notna().sum())
-    log.info("%d image(s) predicted, %d unreadable; wrote %s", len(df) - failed, failed,
-             Path(args.output) / "predictions.csv")
+    log.info(
+        "%d image(s) predicted, %d unreadable; wrote %s",
+        len(df) - failed,
+        failed,
+        Path(args.output) / "predictions.csv",
+    )
     return 1 if failed == len(df) else 0

@@ -40,17 +40,21 @@ def ctx(tmp_path_factory):
 def model() -> MultiTaskModel:
     torch.manual_seed(0)
     bb = build_backbone("cdae", preset="tiny")
-    return MultiTaskModel(bb, {
-        "denoise": build_head("denoise", bb, preset="tiny"),
-        "lung": build_head("seg_cdae", bb, preset="tiny"),
-        "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
-    })
+    return MultiTaskModel(
+        bb,
+        {
+            "denoise": build_head("denoise", bb, preset="tiny"),
+            "lung": build_head("seg_cdae", bb, preset="tiny"),
+            "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
+        },
+    )
 
 
 def test_write_samples_files_and_stage_table(ctx, model, tmp_path):
     model.train()
-    rows = write_samples(tmp_path, "f0-joint", 0, "joint", model, [DENOISE, LUNG, ABNORMAL],
-                         np.arange(6), ctx, n=3)
+    rows = write_samples(
+        tmp_path, "f0-joint", 0, "joint", model, [DENOISE, LUNG, ABNORMAL], np.arange(6), ctx, n=3
+    )
     assert model.training  # mode restored
     assert list(rows.columns) == list(SAMPLES_COLUMNS)
     assert rows.groupby("kind").size().to_dict() == {"denoise": 3, "segmentation": 3, "gradcam": 3}
@@ -75,11 +79,12 @@ def test_write_samples_files_and_stage_table(ctx, model, tmp_path):
 
 
 def test_denoise_triptych_shows_noisy_denoised_clean(ctx, model, tmp_path):
-    rows = write_samples(tmp_path, "f0-backbone", 0, "shared", model, [DENOISE], np.arange(2),
-                         ctx, n=1)
+    rows = write_samples(
+        tmp_path, "f0-backbone", 0, "shared", model, [DENOISE], np.arange(2), ctx, n=1
+    )
     img = cv2.imread(str(tmp_path / rows["path"].iloc[0]), cv2.IMREAD_UNCHANGED).astype(float)
     d = MIN_DISPLAY
-    noisy, clean = img[:, :d], img[:, 2 * d + 4:]
+    noisy, clean = img[:, :d], img[:, 2 * d + 4 :]
     # Gaussian sigma 30 (0-255) leaves the noisy panel far from the clean one.
     assert 10 < np.abs(noisy - clean).mean() < 60
 
@@ -87,8 +92,9 @@ def test_denoise_triptych_shows_noisy_denoised_clean(ctx, model, tmp_path):
 def test_compose_samples_merges_stages_and_is_readable_by_analysis(ctx, model, tmp_path):
     assert compose_samples(tmp_path) == 0 and not (tmp_path / "samples" / "index.parquet").exists()
     write_samples(tmp_path, "f0-joint", 0, "joint", model, [LUNG], np.arange(6), ctx, n=2)
-    write_samples(tmp_path, "f0-baseline-abnormal", 0, "baseline", model, [ABNORMAL],
-                  np.arange(6), ctx, n=2)
+    write_samples(
+        tmp_path, "f0-baseline-abnormal", 0, "baseline", model, [ABNORMAL], np.arange(6), ctx, n=2
+    )
     # Writing a stage twice does not duplicate its rows.
     write_samples(tmp_path, "f0-joint", 0, "joint", model, [LUNG], np.arange(6), ctx, n=2)
     assert compose_samples(tmp_path) == 4

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from umsrep.runner.plan import Stage
+from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.stage import (
     SHARED,
     ReportFn,
@@ -26,7 +27,6 @@ from umsrep.runner.stage import (
     save_model_dir,
     train_config,
 )
-from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.store import atomic_write_json, read_json
 from umsrep.tasks import Task
 
@@ -87,6 +87,8 @@ def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], st
     for split, positions in eval_splits(ctx, stage).items():
         loaders = loaders_for(ctx, tasks, positions, train=False, batch_size=bs, seed=0)
         m, p = evaluate(model, tasks, loaders, noise_cfg, device=ctx.device)
+        if split == "test":  # segmentation also at each image's original size (original_size.py)
+            m = m + original_size_rows(ctx, model, tasks, loaders)
         for row in m:
             metrics.append({"fold": stage.fold, "strategy": strategy, "split": split,
                             "noise": row.get("noise", "") or "", "task": row["task"],
@@ -94,6 +96,14 @@ def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], st
         p = p.assign(fold=stage.fold, strategy=strategy, split=split)
         preds.append(p)
     return metrics, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
+
+
+def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders) -> list[dict]:
+    """dice_orig / dice_orig_min / iou_orig rows of each segmentation task."""
+    from umsrep.runner.original_size import evaluate_original_size
+
+    return [row for t in tasks if t.kind == "segmentation" for row in evaluate_original_size(
+        model, t, loaders[t.name], ctx.data.index, device=ctx.device)[0]]
 
 
 def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
@@ -134,6 +144,7 @@ def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> 
             "trainable_params": int(params), "checkpoint": checkpoint,
             "val_score": float(getattr(fit_result, "best_metric", float("nan")) or float("nan")),
             "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
+            "epoch_s": [float(h.get("train/epoch_s", float("nan"))) for h in fit_result.history],
             **extra}
 
 

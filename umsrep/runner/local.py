@@ -31,10 +31,10 @@ def prepare_run(exp: Experiment, output: Path, resume: Path | None = None,
                 device: str = "cpu") -> PreparedRun:
     """Create (or reopen, with ``resume``) a run folder, its data and its plan."""
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = Path(resume).resolve()
         data = load_run_data(run_dir)
     else:
-        run_dir = new_run_dir(Path(output), exp.name)
+        run_dir = new_run_dir(Path(output).resolve(), exp.name)
         data = materialize(exp)
         save_run_data(data, run_dir)
         write_config(run_dir, exp)

@@ -71,6 +71,9 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
     }
     for name, (df, cols) in tables.items():
         atomic_write_parquet(df.astype(cols), run_dir / name)
+    from umsrep.runner.samples import compose_samples
+
+    compose_samples(run_dir)
     return {name: len(df) for name, (df, _) in tables.items()}
 
 

@@ -51,8 +51,9 @@ def _to_uint8(x01: torch.Tensor, size: int) -> np.ndarray:
 
 
 def _upscale_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(mask.astype(np.uint8), (_display_size(size),) * 2,
-                      interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(
+        mask.astype(np.uint8), (_display_size(size),) * 2, interpolation=cv2.INTER_NEAREST
+    )
 
 
 def denoise_triptych(model, task: Task, batch: dict[str, Any], seed: int) -> list[np.ndarray]:
@@ -89,7 +90,9 @@ def segmentation_overlays(model, task: Task, batch: dict[str, Any]) -> list[np.n
     return pics
 
 
-def gradcam_overlays(model, task: Task, batch: dict[str, Any]) -> tuple[list[np.ndarray], list[int]]:
+def gradcam_overlays(
+    model, task: Task, batch: dict[str, Any]
+) -> tuple[list[np.ndarray], list[int]]:
     """``([D, D, 3]`` BGR Grad-CAM overlays, predicted class indices)``."""
     from umsrep.derive import grad_cam, overlay_heatmap
     from umsrep.predict import gradcam_layer
@@ -119,8 +122,17 @@ def _first_batch(ctx, positions: np.ndarray, task: Task, n: int, device) -> dict
     return batch
 
 
-def write_samples(run_dir: Path, stage_id: str, fold: int, strategy: str, model, tasks: list[Task],
-                  positions: np.ndarray, ctx, n: int = 4) -> pd.DataFrame:
+def write_samples(
+    run_dir: Path,
+    stage_id: str,
+    fold: int,
+    strategy: str,
+    model,
+    tasks: list[Task],
+    positions: np.ndarray,
+    ctx,
+    n: int = 4,
+) -> pd.DataFrame:
     """Write the galleries of one stage; returns (and stores in the stage's ``samples.parquet``)
     their rows. ``positions`` are the stage's test positions in the run's cache; ``model`` is the
     trained (unwrapped) ``MultiTaskModel``. Its train/eval mode is restored afterwards."""
@@ -148,14 +160,23 @@ def write_samples(run_dir: Path, stage_id: str, fold: int, strategy: str, model,
                 pics, pred = gradcam_overlays(model, task, batch)
                 truth = batch["labels"][task.name].tolist()
                 cls = list(task.classes or [])
-                names = [f"{task.name}_{s}_true-{_safe(cls[t])}_pred-{_safe(cls[p])}.png"
-                         for s, t, p in zip(ids, truth, pred, strict=True)]
+                names = [
+                    f"{task.name}_{s}_true-{_safe(cls[t])}_pred-{_safe(cls[p])}.png"
+                    for s, t, p in zip(ids, truth, pred, strict=True)
+                ]
             for sid, name, pic in zip(batch["sample_id"], names, pics, strict=True):
                 if not cv2.imwrite(str(folder / name), pic):
                     raise OSError(f"{folder / name}: OpenCV could not write the PNG")
-                rows.append({"kind": GALLERY_KIND[task.kind], "fold": fold, "strategy": strategy,
-                             "task": task.name, "sample_id": str(sid),
-                             "path": (folder / name).relative_to(run_dir).as_posix()})
+                rows.append(
+                    {
+                        "kind": GALLERY_KIND[task.kind],
+                        "fold": fold,
+                        "strategy": strategy,
+                        "task": task.name,
+                        "sample_id": str(sid),
+                        "path": (folder / name).relative_to(run_dir).as_posix(),
+                    }
+                )
     finally:
         model.train(was_training)
     return _append_stage_table(run_dir / "stages" / stage_id / "samples.parquet", rows)
@@ -180,13 +201,15 @@ def compose_samples(run_dir: Path) -> int:
         return 0
     df = pd.concat(frames, ignore_index=True).reindex(columns=list(SAMPLES_COLUMNS))
     df = df[[(run_dir / p).is_file() for p in df["path"]]]
-    atomic_write_parquet(df.astype(SAMPLES_COLUMNS).reset_index(drop=True),
-                         run_dir / "samples" / "index.parquet")
+    atomic_write_parquet(
+        df.astype(SAMPLES_COLUMNS).reset_index(drop=True), run_dir / "samples" / "index.parquet"
+    )
     return len(df)
 
 
-def write_stage_samples(ctx, stage, model, tasks: list[Task], strategy: str,
-                        out_dir: Path | None = None) -> None:
+def write_stage_samples(
+    ctx, stage, model, tasks: list[Task], strategy: str, out_dir: Path | None = None
+) -> None:
     """``write_samples`` on the stage's test images, called by ``umsrep.runner.execute`` on rank 0
     after the model is saved. Skipped for Tune trials (``out_dir`` outside ``<run>/stages``);
     a failure is logged, never fails the stage (galleries are optional)."""
@@ -196,7 +219,15 @@ def write_stage_samples(ctx, stage, model, tasks: list[Task], strategy: str,
     if out_dir is not None and Path(out_dir).resolve() != stage_dir.resolve():
         return
     try:
-        write_samples(ctx.run_dir, stage.id, stage.fold, strategy, model, tasks,
-                      eval_splits(ctx, stage)["test"], ctx)
+        write_samples(
+            ctx.run_dir,
+            stage.id,
+            stage.fold,
+            strategy,
+            model,
+            tasks,
+            eval_splits(ctx, stage)["test"],
+            ctx,
+        )
     except Exception:  # noqa: BLE001 - a gallery must never cost a trained stage
         log.warning("%s: could not write sample galleries", stage.id, exc_info=True)
