@@ -187,6 +187,7 @@ class RayDriver:
                                       verbose=1),
         )
         results = tuner.fit()
+        release_leaked_placement_groups()
         for r in results:
             sid = r.config["stage_id"]
             out = self.run_dir / "stages" / sid
@@ -254,6 +255,7 @@ class RayDriver:
                                           verbose=1),
             )
         results = tuner.fit()
+        release_leaked_placement_groups()
         df = results.get_dataframe()
         keep = [c for c in df.columns if not c.startswith("config/setup")]
         trials = df[keep].copy()
@@ -270,6 +272,29 @@ class RayDriver:
         print(f"[umsrep] sweep {name}: best {objectives[0]}={payload['value']:.4f} with "
               f"{config}", flush=True)
         return payload
+
+
+def release_leaked_placement_groups() -> int:
+    """Remove this job's placement groups left behind once a Tuner has finished.
+
+    Ray Train V2 (2.58-2.60) sometimes leaves a finished trial's worker placement group in place
+    (its cleaner cannot tell that the controller ended); on a small machine the next trials then
+    wait for CPUs forever. Between two Tuner runs none of this job's groups is in use, so every
+    one still there is a leak. Groups of other jobs on a shared cluster are left alone: a
+    placement group id ends with its job's id.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    removed = 0
+    for pg_id, info in ray.util.placement_group_table().items():
+        if info.get("state") == "CREATED" and pg_id.endswith(job):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            removed += 1
+    if removed:
+        log.info("released %d leaked placement group(s)", removed)
+    return removed
 
 
 def optuna_space(space: dict[str, ParamSpace]) -> dict[str, Any]:

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
+import pydicom.pixels  # imported eagerly: concurrent first imports in threads can deadlock
+from pydicom.errors import InvalidDicomError
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 
@@ -88,9 +91,6 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, object]]:
     Returns ``(pixels, metadata)``: pixels 2-D uint8 (BitsStored <= 8) or uint16 (full 0-65535
     scale), MONOCHROME1 inverted, slope/intercept applied; metadata only ``SAFE_DICOM_TAGS``.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)

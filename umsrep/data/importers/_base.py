@@ -2,7 +2,7 @@
 
 An importer only reads a dataset's layout and labels; it returns ``Candidates``. Checking that
 each image (and mask) decodes, is not blank and matches its mask happens here, once, for all
-datasets, in a process pool for large imports.
+datasets, on all cores for large imports.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,14 +102,13 @@ def check_candidate(cand: Candidate) -> _Checked:
 
 
 def check_all(items: list[Candidate], workers: int | None = None) -> Iterable[_Checked]:
-    """Check candidates in input order, in a process pool when there are many."""
+    """Check candidates in input order, on threads when there are many (decoding releases the
+    GIL; a forked process pool can deadlock on OpenCV's thread pool)."""
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(items) < _PARALLEL_MIN_ROWS:
         return map(check_candidate, items)
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=cv2.setNumThreads, initargs=(1,))
-    results = list(pool.map(check_candidate, items, chunksize=16))
-    pool.shutdown()
-    return results
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(check_candidate, items))
 
 
 def write_merged_mask(mask: np.ndarray, folder: Path, sample_id: str) -> Path:
