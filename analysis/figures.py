@@ -229,6 +229,12 @@ def pick_sweep_metric(trials: pd.DataFrame) -> tuple[str, str] | None:
         and pd.api.types.is_numeric_dtype(trials[c])
         and trials[c].notna().any()
     ]
+    # umsrep's sweeps optimise val_score (mean of each task's main validation metric, maximised)
+    if "val_score" in candidates:
+        return "val_score", "max"
+    validation = [c for c in candidates if c.startswith("val") and "loss" in c.lower()]
+    if validation:
+        return validation[0], "min"
     losses = [c for c in candidates if "loss" in c.lower()]
     if losses:
         return losses[0], "min"
