@@ -64,7 +64,7 @@ def under_ray(run, exp) -> tuple[float, float]:
 
     from umsrep.train.worker import train_loop_per_worker
 
-    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     stage = run.plan.by_id()["f0-joint"]
     out = run.run_dir / "ray"

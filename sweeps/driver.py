@@ -206,9 +206,10 @@ class RayDriver:
         if not search.num_samples:
             return []
         first = min(s.fold for s in self.run.plan.stages)
+        targets = search.applies_to or [s.name for s in self.exp.strategies]
         return [s for s in self.run.plan.stages
                 if s.fold == first and s.kind in ("head", "baseline") and not s.store_key
-                and s.strategy in search.applies_to]
+                and s.strategy in targets]
 
     def sweep_all(self) -> None:
         for stage in self.sweep_templates():

@@ -173,7 +173,7 @@ SEARCHABLE = (
 class SearchConfig:
     num_samples: int = 0  # trials per searched stage; 0 = no sweep, use the settings as given
     space: dict[str, ParamSpace] = field(default_factory=dict)
-    applies_to: list[str] = field(default_factory=lambda: ["independent", "alternating", "joint"])
+    applies_to: list[str] | None = None  # strategies (and/or "baseline") to sweep; None = all strategies
     metric: str = "val_score"  # mean over tasks of each task's main validation metric
     mode: Literal["min", "max"] = "max"
     objectives: list[str] | None = None  # multi-objective: e.g. ["val/lung/dice", "val/abnormal/accuracy"]
@@ -242,7 +242,7 @@ class Experiment:
                     f"search.space.{name}",
                     f"not searchable; use one of {', '.join(SEARCHABLE)} or weight/<task>",
                 )
-        for target in self.search.applies_to:
+        for target in self.search.applies_to or []:
             if target not in strategies + ["baseline"]:
                 raise ConfigError("search.applies_to", f"{target!r} is not a configured strategy")
         if self.search.num_samples and not self.search.space:
