@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 def execute_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any], *,
                   report: ReportFn | None, resume_from: Path | None, out_dir: Path, rank: int):
+    from umsrep.train.checkpoint import seed_everything
+
+    seed_everything(ctx.exp.seed)  # heads start from the same weights in every run and rank
     if stage.store_key:
         done = read_json(ctx.store_dir / stage.store_key / "result.json")
         if done is not None:

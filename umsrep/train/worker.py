@@ -45,7 +45,9 @@ def sync_gradients(model: torch.nn.Module, world_size: int) -> None:
 
     Equivalent to DDP's all-reduce, but works with any strategy (frozen backbones, one active
     head per step) because only parameters that received a gradient take part, and every rank
-    runs the same schedule.
+    runs the same schedule. Weights and buffers are broadcast from rank 0 first; batch-norm
+    statistics then follow each rank's shard (as DDP without SyncBatchNorm), and rank 0's model
+    is the one saved and evaluated.
     """
     import torch.distributed as dist
 
@@ -54,6 +56,8 @@ def sync_gradients(model: torch.nn.Module, world_size: int) -> None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world_size)
 
+    for tensor in model.state_dict().values():  # every rank starts from rank 0's weights
+        dist.broadcast(tensor, src=0)
     for p in model.parameters():
         if p.requires_grad:
             p.register_post_accumulate_grad_hook(hook)
