@@ -1,5 +1,7 @@
-"""The ``umsrep`` command. Each subcommand lives in the module that owns it; this file only wires
-them together, importing lazily so ``umsrep --help`` stays fast."""
+"""umsrep: shared modality-specific backbones + task heads for medical image analysis.
+
+Each subcommand lives in the module that owns it; this file only wires them together and imports
+just the module of the command being run."""
 
 from __future__ import annotations
 
@@ -20,24 +22,33 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="umsrep", description=__doc__)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (so ``umsrep data`` never loads Ray,
+    torch or plotly it does not need)."""
+    parser = argparse.ArgumentParser(prog="umsrep", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in _COMMANDS.items():
         sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(_module=module)
+        if name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:  # an optional part missing from this install
-            sp.set_defaults(_module=module, _error=str(exc))
+            sp.set_defaults(_error=str(exc))
             continue
         mod.add_arguments(sp)
-        sp.set_defaults(_module=module)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
