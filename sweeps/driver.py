@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from umsrep.config import to_dict
 from umsrep.experiment import Experiment, ParamSpace
 from umsrep.runner.local import PreparedRun
@@ -338,7 +336,3 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
             kw["num_gpus"] = num_gpus
         ray.init(**kw)
     return ray
-
-
-def summary_frame(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "stages.parquet")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -303,8 +302,3 @@ def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage) -> dict[str, 
                    "head_kwargs": t.head_kwargs, "loss": t.loss} for t in tasks],
         "rules": exp.rules,
     }
-
-
-def remove_partial(out_dir: Path) -> None:
-    if out_dir.exists() and not (out_dir / "result.json").exists():
-        shutil.rmtree(out_dir, ignore_errors=True)

@@ -8,7 +8,6 @@ each worker (``umsrep/train/worker.py``); ``umsrep train`` calls it directly.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,8 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from umsrep.experiment import Experiment, TaskConfig
-from umsrep.models.multitask import MultiTaskModel, count_trainable_params
+from umsrep.experiment import Experiment
+from umsrep.models.multitask import MultiTaskModel
 from umsrep.runner.data import RunData
 from umsrep.runner.plan import Stage
 from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_json
@@ -31,7 +30,6 @@ from umsrep.tasks import Task
 
 log = logging.getLogger(__name__)
 
-MAIN_METRIC = {"classification": "accuracy", "segmentation": "dice", "denoise": "psnr"}
 SHARED = "shared"  # strategy label of the shared backbone's own (denoising) metrics
 
 
@@ -224,15 +222,3 @@ def save_model_dir(path: Path, model: MultiTaskModel, meta: dict[str, Any]) -> N
     torch.save(model.state_dict(), tmp)
     tmp.replace(path / "model.pt")
     atomic_write_json(meta, path / "model.json")
-
-
-def param_count(module: torch.nn.Module) -> int:
-    return count_trainable_params(module)
-
-
-def task_config(exp: Experiment, name: str) -> TaskConfig:
-    return exp.task(name)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
