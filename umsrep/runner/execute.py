@@ -144,7 +144,9 @@ def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> 
             "strategy": stage.strategy, "task": stage.task_label, "status": "done",
             "wall_s": float(fit_result.wall_s), "epochs": int(fit_result.epochs_run),
             "trainable_params": int(params), "checkpoint": checkpoint,
-            "val_score": float(getattr(fit_result, "best_metric", float("nan")) or float("nan")),
+            # the best value of the loop's monitored metric (validation loss by default)
+            "best_monitored": float(fit_result.best_metric
+                                    if fit_result.best_metric is not None else float("nan")),
             "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
             "epoch_s": [float(h.get("train/epoch_s", float("nan"))) for h in fit_result.history],
             **extra}
@@ -199,7 +201,9 @@ def reuse_backbone(ctx, stage: Stage, stored: dict[str, Any]):
     metrics = []
     if metrics_path.exists():
         m = pd.read_parquet(metrics_path)
-        if int(m["fold"].iloc[0]) == stage.fold or not len(m):
+        # the stored metrics belong to the fold that trained the backbone; other folds that
+        # reuse it report none rather than another fold's held-out scores
+        if len(m) and int(m["fold"].iloc[0]) == stage.fold:
             metrics = m.assign(strategy=strategy).to_dict("records")
     result = {**stored, "stage": stage.id, "fold": stage.fold, "kind": stage.kind,
               "strategy": stage.strategy, "task": stage.task_label,
