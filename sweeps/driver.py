@@ -1,7 +1,11 @@
-"""The Ray layer: every stage is a Tune trial that launches a TorchTrainer.
+"""The Ray layer: Tune trials that each launch a TorchTrainer.
 
-- The plan's waves run one after the other; inside a wave, stages run concurrently as trials of
-  one Tuner (``grid_search`` over stage ids), as far as the resources allow.
+- The plan's waves run one after the other. Inside a wave, with ``resources.pack`` (default), as
+  many trials as can run at once each start one TorchTrainer that pulls stages from the wave's
+  ``StageQueue`` actor, longest-expected first, until it is empty: Ray Train's worker start-up
+  (~15-25 s on a small CPU machine) is paid once per trial rather than once per stage, and a
+  run that finishes early takes the next stage. Without packing, every stage is a trial of one
+  Tuner (``grid_search`` over stage ids).
 - Before the cross-validation waves, each searched stage template (``joint``,
   ``independent-<task>``, ``baseline-<task>``, ...) is swept on fold 0 with OptunaSearch (seeded)
   + ASHA; the best trial on **validation** data is used for every fold.
@@ -29,7 +33,7 @@ from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_js
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("stage_id", "run_dir", "train_name", "out_dir")
+RESERVED = ("stage_id", "run_dir", "train_name", "out_dir", "pack", "queue", "wave")
 
 
 def template_of(stage: Stage) -> str:
@@ -48,30 +52,36 @@ def stage_trial(config: dict[str, Any]) -> None:
 
     setup = config["setup"]
     res = setup["resources"]
-    hparams = flatten({k: v for k, v in config.items() if k not in RESERVED and k != "setup"})
-    hparams = {**setup.get("hparams", {}).get(config["stage_id"], {}), **hparams}
-    stage = setup["stages"][config["stage_id"]]
-    out_dir = config.get("out_dir") or str(Path(setup["run_dir"]) / "stages" / stage["id"])
-    train_name = stage["id"]
-    if config.get("out_dir") == "trial":  # a sweep trial: its own folder and Train run name
-        import ray.tune
+    common = {
+        "experiment": setup["experiment"], "run_dir": setup["run_dir"],
+        "store_dir": setup["store_dir"], "use_gpu": res["use_gpu"],
+        "threads": max(1, int(round(res["cpus_per_worker"]))),
+        "fault_injection": setup.get("fault_injection"),
+    }
+    if "pack" in config:  # a pack: stages from the wave's queue, each with its own hparams
+        train_name = f"wave{config['wave']}-pack{config['pack']}"
+        loop_config = {**common, "queue": config["queue"], "pack": config["pack"],
+                       "stages": setup["stages"], "hparams": setup.get("hparams", {})}
+    else:
+        hparams = flatten({k: v for k, v in config.items() if k not in RESERVED and k != "setup"})
+        hparams = {**setup.get("hparams", {}).get(config["stage_id"], {}), **hparams}
+        stage = setup["stages"][config["stage_id"]]
+        out_dir = config.get("out_dir") or str(Path(setup["run_dir"]) / "stages" / stage["id"])
+        train_name = stage["id"]
+        if config.get("out_dir") == "trial":  # a sweep trial: its own folder and Train run name
+            import ray.tune
 
-        trial_id = ray.tune.get_context().get_trial_id()
-        template = template_of(Stage(**_stage_args(stage)))
-        out_dir = str(Path(setup["run_dir"]) / "tune" / template / "trials" / trial_id)
-        train_name = f"sweep-{template}-{trial_id}"
+            trial_id = ray.tune.get_context().get_trial_id()
+            template = template_of(Stage(**_stage_args(stage)))
+            out_dir = str(Path(setup["run_dir"]) / "tune" / template / "trials" / trial_id)
+            train_name = f"sweep-{template}-{trial_id}"
+        loop_config = {**common, "stage": stage, "hparams": hparams, "out_dir": out_dir}
     resources = {"CPU": res["cpus_per_worker"]}
     if res["use_gpu"]:
         resources["GPU"] = res["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "experiment": setup["experiment"], "run_dir": setup["run_dir"],
-            "store_dir": setup["store_dir"], "stage": stage, "hparams": hparams,
-            "out_dir": out_dir, "use_gpu": res["use_gpu"],
-            "threads": max(1, int(round(res["cpus_per_worker"]))),
-            "fault_injection": setup.get("fault_injection"),
-        },
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=res["num_workers"], use_gpu=res["use_gpu"],
             resources_per_worker=resources,
@@ -86,6 +96,19 @@ def stage_trial(config: dict[str, Any]) -> None:
         ),
     )
     trainer.fit()
+
+
+def expected_cost(stage: Stage) -> float:
+    """A rough relative training cost, to start the longest stages first in a packed wave.
+
+    Randomly initialised separate models train longest (early stopping lets them run on);
+    stages that train the encoder on every task come next; a frozen-backbone head is cheapest.
+    """
+    if stage.kind == "backbone":
+        return 4.0
+    if stage.kind == "baseline":
+        return 3.0
+    return 2.0 if stage.strategy != "independent" else 1.0
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -172,13 +195,28 @@ class RayDriver:
         return True
 
     def run_wave(self, i: int, stages: list[Stage]) -> None:
+        import ray
         from ray import tune
 
+        from umsrep.train.worker import StageQueue
+
         t0 = time.perf_counter()
+        n_packs = min(self.concurrency(), len(stages))
+        queue = None
+        if self.exp.resources.pack and len(stages) > n_packs:
+            order = sorted(stages, key=expected_cost, reverse=True)  # longest first
+            name = f"umsrep-queue-{ray.get_runtime_context().get_job_id()}-{i}-{time.time_ns()}"
+            queue = ray.remote(num_cpus=0)(StageQueue).options(name=name).remote(
+                [s.id for s in order])
+            space = {"pack": tune.grid_search(list(range(n_packs))), "queue": name, "wave": i,
+                     "setup": self.setup()}
+            print(f"[umsrep] wave {i}: {len(stages)} stages in {n_packs} packed Train runs",
+                  flush=True)
+        else:
+            space = {"stage_id": tune.grid_search([s.id for s in stages]), "setup": self.setup()}
         tuner = tune.Tuner(
             tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial}),
-            param_space={"stage_id": tune.grid_search([s.id for s in stages]),
-                         "setup": self.setup()},
+            param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency()),
             run_config=tune.RunConfig(name=f"wave{i}-{int(time.time())}",
                                       storage_path=str(self.run_dir / "ray_tune"),
@@ -186,11 +224,17 @@ class RayDriver:
         )
         results = tuner.fit()
         release_leaked_placement_groups()
-        for r in results:
-            sid = r.config["stage_id"]
+        if queue is not None:
+            ray.kill(queue)
+        errors = {r.config.get("stage_id", f"pack {r.config.get('pack')}"): r.error
+                  for r in results if r.error is not None}
+        for sid, err in errors.items():
+            print(f"[umsrep] {sid}: FAILED ({err})", flush=True)
+        for s in stages:
+            sid = s.id
             out = self.run_dir / "stages" / sid
-            if r.error is not None or not stage_done(out):
-                print(f"[umsrep] {sid}: FAILED ({r.error})", flush=True)
+            if not stage_done(out):
+                print(f"[umsrep] {sid}: not done", flush=True)
                 continue
             res = read_json(out / "result.json") or {}
             print(f"[umsrep] {sid}: done, train {res.get('wall_s', 0):.1f} s, "

@@ -44,6 +44,9 @@ class SourceConfig:
 @dataclass(frozen=True)
 class DataConfig:
     image_size: int = 256  # square side after OpenCV bicubic resize (paper: 256)
+    # how a non-square image becomes square: "stretch" (paper) or "pad" (letterbox, keeps the
+    # aspect ratio; umsrep/data/geometry.py). Predictions are mapped back the same way.
+    fit: Literal["stretch", "pad"] = "stretch"
     root: str | None = None  # relative paths resolve against this (CLI --data-root overrides)
     pretrain: list[SourceConfig] = field(default_factory=list)  # unlabelled pool for the backbone
     train: list[SourceConfig] = field(default_factory=list)  # fine-tuning data, split in k folds
@@ -183,6 +186,15 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    # Segmentation scored at the original size (and ``umsrep predict`` masks): average the
+    # probability maps of these fits of the original image, each mapped back, before the 0.5
+    # threshold (test-time augmentation over aspect ratio, umsrep/derive/tta.py). Empty: only
+    # data.fit, on the cached image.
+    tta: list[Literal["stretch", "pad"]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     num_workers: int = 1  # Ray Train workers per stage
     use_gpu: bool = False
@@ -191,6 +203,10 @@ class ResourcesConfig:
     cpus_per_trial: float = 0.25  # the Tune trial that drives a TorchTrainer
     max_concurrent: int | None = None  # concurrent stages/trials; None = what resources allow
     max_failures: int = 2  # a lost Train worker restarts from the last checkpoint this often
+    # true: a wave's stages are shared out among as many long-lived TorchTrainer runs as can run
+    # at once, each pulling the next stage from a queue (one worker start-up per run, not per
+    # stage); false: one TorchTrainer per stage
+    pack: bool = True
 
     def validate(self, key: str) -> None:
         if self.num_workers < 1:
@@ -217,6 +233,7 @@ class Experiment:
     train: TrainSettings = field(default_factory=TrainSettings)  # head fine-tuning and baselines
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     rules: list[dict[str, Any]] = field(default_factory=list)  # derivable recommendation rules
     # published figures shown beside ours in the report: {task: {strategy: {metric: value}}}
     paper_reference: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)

@@ -6,13 +6,15 @@ separate denoiser) and ``model.json`` (``umsrep.runner.execute.model_meta``: ima
 backbone, baseline_arch, denoised_input, tasks, rules).
 
 Each image is loaded with ``umsrep.data.io.load_image`` and normalized as in training
-(``umsrep.data.dataset``): resized with OpenCV INTER_CUBIC to ``image_size``, divided by 255
+(``umsrep.data.dataset``): made square by the experiment's ``fit`` (stretch, or pad to a
+square first: ``umsrep.data.geometry``) with OpenCV INTER_CUBIC to ``image_size``, divided by 255
 (65535 for 16-bit), minus its own mean. Outputs, per image (``<stem>`` = file name without suffix):
 
 - classification: predicted class name and its probability (CSV columns ``<task>``,
   ``<task>_prob``) and a Grad-CAM overlay ``<stem>_<task>_gradcam.png`` at the original size;
 - segmentation: a binary (0/255) mask ``<stem>_<task>_mask.png`` at the original size (the
-  probability map is resized back with INTER_LINEAR and thresholded at 0.5);
+  probability map is mapped back with INTER_LINEAR, undoing the fit, and thresholded at 0.5;
+  with ``evaluation.tta`` the maps of several fits are averaged first, ``umsrep.derive.tta``);
 - denoise: ``<stem>_denoised.png`` (the reconstruction on the 0-255 scale, original size);
 - the experiment's recommendation rules, one CSV column per rule.
 
@@ -34,6 +36,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from umsrep.data.geometry import from_square
+from umsrep.derive.tta import normalize_image, segment_original
 from umsrep.models.multitask import MultiTaskModel
 
 log = logging.getLogger(__name__)
@@ -116,15 +120,6 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskMode
 
 
 # ----------------------------------------------------------------------------- images
-def normalize_image(pixels: np.ndarray, size: int) -> tuple[torch.Tensor, float]:
-    """``[H, W]`` uint8/uint16 -> (``[1, 1, size, size]`` float32 mean-centred 0-1, mean)."""
-    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    resized = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_CUBIC)
-    x = torch.from_numpy(resized.astype(np.float32) / scale)
-    mean = float(x.mean())
-    return (x - mean)[None, None], mean
-
-
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """A uint8/uint16 image on the 0-255 scale, for overlays."""
     if pixels.dtype == np.uint16:
@@ -155,7 +150,8 @@ def predict_one(
 
     device = next(model.parameters()).device
     height, width = pixels.shape
-    x, mean = normalize_image(pixels, int(meta["image_size"]))
+    fit = meta.get("fit", "stretch")  # model folders written before the fit existed: stretch
+    x, mean = normalize_image(pixels, int(meta["image_size"]), fit)
     x = x.to(device)
     with torch.no_grad():
         outputs = model(x)
@@ -169,13 +165,18 @@ def predict_one(
             row[name] = str(task["classes"][k])
             row[f"{name}_prob"] = float(probs[k])
             heat = grad_cam(model, name, x, layer=gradcam_layer(model, name))[0, 0].cpu().numpy()
+            heat = from_square(np.clip(heat, 0.0, 1.0).astype(np.float32), (height, width), fit)
             overlay = overlay_heatmap(gray, np.clip(heat, 0.0, 1.0))
             file = f"{stem}_{name}_gradcam.png"
             _write_png(out_dir / file, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
             row[f"{name}_gradcam"] = file
         elif kind == "segmentation":
-            prob = torch.sigmoid(out.float())[0, 0].cpu().numpy()
-            prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+            if meta.get("tta"):  # average over fits of the original image (derive/tta.py)
+                prob = segment_original(model, name, pixels, int(meta["image_size"]),
+                                        meta["tta"], device)
+            else:
+                prob = from_square(torch.sigmoid(out.float())[0, 0].cpu().numpy(),
+                                   (height, width), fit)
             mask = (prob > MASK_THRESHOLD).astype(np.uint8)
             file = f"{stem}_{name}_mask.png"
             _write_png(out_dir / file, mask * 255)
@@ -183,15 +184,16 @@ def predict_one(
             row[f"{name}_area"] = float(mask.mean())
         else:
             file = f"{stem}_denoised.png" if name == "denoise" else f"{stem}_{name}_denoised.png"
-            _write_png(out_dir / file, _reconstruction(out, mean, width, height))
+            _write_png(out_dir / file, _reconstruction(out, mean, width, height, fit))
             row[f"{name}_denoised"] = file
     return row
 
 
-def _reconstruction(out: torch.Tensor, mean: float, width: int, height: int) -> np.ndarray:
+def _reconstruction(out: torch.Tensor, mean: float, width: int, height: int,
+                    fit: str = "stretch") -> np.ndarray:
     """Normalized ``[1, 1, S, S]`` output -> uint8 0-255 image at ``(height, width)``."""
     pixels = np.clip(out[0, 0].float().cpu().numpy() + mean, 0.0, 1.0)
-    pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    pixels = np.clip(from_square(pixels, (height, width), fit), 0.0, 1.0)
     return np.round(pixels * 255).astype(np.uint8)
 
 

@@ -8,7 +8,8 @@ folder, so a warm rerun only stats the files and returns; changed inputs get a n
 The folder holds:
 
 - ``images.npy``  uint8 [N, S, S] on 0-255 (uint16 on 0-65535 when any source is >8-bit),
-  resized with OpenCV (bicubic by default, as in the paper); no normalization is applied here.
+  resized with OpenCV (bicubic by default, as in the paper) after the ``fit`` (``stretch``, the
+  paper's, or ``pad``: letterbox to a square first, ``umsrep.data.geometry``); no normalization.
 - ``masks.npy``   uint8 [N, S, S] of 0/1, nearest-neighbour resized; zeros where no mask.
 - ``index.parquet`` the manifest rows in cache order plus ``has_mask`` (bool).
 - ``quarantine.csv`` (``path, reason``) rows that failed to decode at prepare time.
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from umsrep.data.geometry import FITS, to_square
 from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
 from umsrep.data.manifest import load_manifest
 
@@ -68,10 +70,11 @@ def _stat(path: object) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def cache_key(manifest: pd.DataFrame, size: int, interpolation: str) -> str:
+def cache_key(manifest: pd.DataFrame, size: int, interpolation: str, fit: str = "stretch") -> str:
     """SHA-256 (hex) of the rows, the files' sizes+mtimes and the settings."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, size, interpolation]).encode())
+    settings = [CACHE_VERSION, size, interpolation] + ([fit] if fit != "stretch" else [])
+    h.update(json.dumps(settings).encode())
     for sid, img, mask in manifest[["sample_id", "image_path", "mask_path"]].itertuples(
         index=False
     ):
@@ -80,16 +83,16 @@ def cache_key(manifest: pd.DataFrame, size: int, interpolation: str) -> str:
     return h.hexdigest()
 
 
-def _resize_one(job: tuple[str, str | None, int, int]):
+def _resize_one(job: tuple[str, str | None, int, int, str]):
     """Worker: ``(image [S,S], mask [S,S] or None)`` or ``(None, reason)``."""
-    image_path, mask_path, size, interp = job
+    image_path, mask_path, size, interp, fit = job
     try:
         image, _ = read_image(image_path)
-        image = cv2.resize(image, (size, size), interpolation=interp)
+        image = to_square(image, size, fit, interp)
         mask = None
         if mask_path is not None:
             raw, _ = read_image(mask_path)
-            mask = cv2.resize(binarize_mask(raw)[0], (size, size), interpolation=cv2.INTER_NEAREST)
+            mask = to_square(binarize_mask(raw)[0], size, fit, cv2.INTER_NEAREST)
         return image, mask
     except (ImageDecodeError, cv2.error, OSError) as exc:
         return None, str(exc)
@@ -125,10 +128,11 @@ def _to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return (image.astype(np.float32) / 257.0).round().astype(np.uint8)
 
 
-def _build(manifest: pd.DataFrame, size: int, interp: int, folder: Path, workers: int) -> dict:
+def _build(manifest: pd.DataFrame, size: int, interp: int, folder: Path, workers: int,
+           fit: str = "stretch") -> dict:
     n = len(manifest)
     masks_in = [None if pd.isna(m) else str(m) for m in manifest["mask_path"]]
-    jobs = [(str(p), m, size, interp) for p, m in zip(manifest["image_path"], masks_in, strict=True)]
+    jobs = [(str(p), m, size, interp, fit) for p, m in zip(manifest["image_path"], masks_in, strict=True)]
     dtype = _source_dtype(manifest)
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", dtype, (n, size, size))
     masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
@@ -185,14 +189,17 @@ def prepare_cache(
     out: str | Path = "cache",
     workers: int | None = None,
     interpolation: str = "bicubic",
+    fit: str = "stretch",
 ) -> Path:
     """Build (or reuse) the cache of ``manifest_path`` at ``size`` x ``size``; return its folder."""
+    if fit not in FITS:
+        raise ValueError(f"fit {fit!r} unknown; use one of {list(FITS)}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation {interpolation!r} unknown; use one of {list(INTERPOLATIONS)}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     manifest = load_manifest(manifest_path)
-    key = cache_key(manifest, size, interpolation)
+    key = cache_key(manifest, size, interpolation, fit)
     folder = Path(out) / key[:16]
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
@@ -205,8 +212,10 @@ def prepare_cache(
     tmp.mkdir()
     start = time.perf_counter()
     try:
-        built = _build(manifest, size, INTERPOLATIONS[interpolation], tmp, workers or os.cpu_count() or 1)
-        meta = {"size": size, "key": key, "interpolation": interpolation, "version": CACHE_VERSION,
+        built = _build(manifest, size, INTERPOLATIONS[interpolation], tmp,
+                       workers or os.cpu_count() or 1, fit)
+        meta = {"size": size, "key": key, "interpolation": interpolation, "fit": fit,
+                "version": CACHE_VERSION,
                 "manifest": str(Path(manifest_path).resolve()),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seconds": round(time.perf_counter() - start, 3), **built}

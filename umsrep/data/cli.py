@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--workers", type=int, help="processes (default: all cores)")
     prep.add_argument("--interpolation", default="bicubic",
                       choices=["bicubic", "bilinear", "area", "nearest"])
+    prep.add_argument("--fit", default="stretch", choices=["stretch", "pad"],
+                      help="stretch to the square (paper) or pad to a square first (keeps aspect)")
 
     syn = sub.add_parser("synth", help="write a synthetic CXR or Doppler dataset")
     syn.add_argument("kind", choices=["cxr", "doppler"])
@@ -65,7 +67,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from umsrep.data.cache import prepare_cache
 
     folder = prepare_cache(args.manifest, size=args.size, out=args.out, workers=args.workers,
-                           interpolation=args.interpolation)
+                           interpolation=args.interpolation, fit=args.fit)
     print(folder)
     return 0
 

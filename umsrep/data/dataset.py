@@ -107,21 +107,51 @@ def _clamp01(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+class RandomAspect(v2.Transform):
+    """Stretch one axis by a random factor, keeping the ``S x S`` size (centre crop / zero pad).
+
+    Radiographs come with different aspect ratios and fields of view (Shenzhen is square,
+    Montgomery 421x512); jittering the aspect teaches a head that lung shape varies with them.
+    Image and mask get the same factor (the mask with nearest neighbour).
+    """
+
+    def __init__(self, ratio: tuple[float, float] = (0.85, 1.15)) -> None:
+        super().__init__()
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+
+    def make_params(self, flat_inputs: list) -> dict:
+        r = float(torch.empty(()).uniform_(*self.ratio))
+        return {"ratio": r, "axis": int(torch.randint(0, 2, ()))}
+
+    def transform(self, inpt, params: dict):
+        if not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        h, w = inpt.shape[-2:]
+        size = [h, max(1, round(w * params["ratio"]))] if params["axis"] else \
+            [max(1, round(h * params["ratio"])), w]
+        out = v2.functional.resize(inpt, size, antialias=True)
+        return v2.functional.center_crop(out, [h, w])
+
+
 def build_cxr_augment(
     rotation: float = 5,
     translate: float = 0.05,
     scale: tuple[float, float] = (0.9, 1.1),
     brightness: float = 0.1,
     contrast: float = 0.1,
+    aspect: tuple[float, float] | None = (0.85, 1.15),
 ) -> v2.Compose:
     """Joint image/mask augmentation for chest X-rays (0-1 float image, 0/1 mask).
 
-    Small affine (degrees, fraction of size, zoom factor) applied identically to image and mask
-    (the mask with nearest neighbour), then brightness/contrast jitter on the image only. No
-    horizontal flip: it would move the heart to the wrong side.
+    Aspect jitter (one axis stretched by ``aspect``, ``RandomAspect``), then a small affine
+    (degrees, fraction of size, zoom factor), applied identically to image and mask (the mask
+    with nearest neighbour), then brightness/contrast jitter on the image only. No horizontal
+    flip: it would move the heart to the wrong side.
     """
+    first = [RandomAspect(aspect)] if aspect else []
     return v2.Compose(
         [
+            *first,
             v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale),
             v2.ColorJitter(brightness=brightness, contrast=contrast),
             v2.Lambda(_clamp01, tv_tensors.Image),

@@ -116,7 +116,8 @@ def materialize(exp: Experiment, num_workers: int | None = None) -> RunData:
     if not manifest_path.exists():
         save_manifest(combined, manifest_path, label_columns)
     cache = load_cache(prepare_cache(manifest_path, size=exp.data.image_size,
-                                     out=work / "cache", workers=num_workers))
+                                     out=work / "cache", workers=num_workers,
+                                     fit=exp.data.fit))
     index = cache.index
     pos = {p: i for i, p in enumerate(index["image_path"].astype(str))}
 

@@ -105,7 +105,8 @@ def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders) -> 
     from umsrep.runner.original_size import evaluate_original_size
 
     return [row for t in tasks if t.kind == "segmentation" for row in evaluate_original_size(
-        model, t, loaders[t.name], ctx.data.index, device=ctx.device)[0]]
+        model, t, loaders[t.name], ctx.data.index, device=ctx.device,
+        fit=ctx.exp.data.fit, tta=ctx.exp.evaluation.tta)[0]]
 
 
 def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
@@ -297,7 +298,7 @@ def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage) -> dict[str, 
     exp = ctx.exp
     return {
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
-        "image_size": exp.data.image_size,
+        "image_size": exp.data.image_size, "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
         "backbone": {"name": exp.backbone.name, **backbone_args(exp)},
         "baseline_arch": exp.baseline.arch if stage.kind == "baseline" else None,
         "denoised_input": bool(stage.kind == "baseline" and stage.deps and exp.baseline.denoiser),

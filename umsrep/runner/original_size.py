@@ -3,8 +3,11 @@
 The cache stores every image resized to ``S x S`` (a 512x421 Montgomery mask becomes 128x128),
 so the Dice a head gets on cached masks says little about what a user sees when the mask is
 mapped back onto the original radiograph. Here each predicted probability map ``[S, S]`` (0-1)
-is resized to the original mask's ``H x W`` with OpenCV bilinear interpolation, thresholded at
-0.5 and compared with the original mask read from ``mask_path`` (``umsrep.data.io.load_mask``).
+is mapped back to the original mask's ``H x W`` (OpenCV bilinear, undoing the experiment's
+``data.fit``: ``umsrep.data.geometry.from_square``), thresholded at 0.5 and compared with the
+original mask read from ``mask_path`` (``umsrep.data.io.load_mask``). With ``tta`` (fits such as
+``["pad", "stretch"]``) the original image (``image_path``) is read instead and the maps of
+every fit are averaged at the original size (``umsrep.derive.tta.segment_original``).
 
 Metrics emitted for a segmentation task (split ``test``): ``dice_orig`` (mean over images),
 ``dice_orig_min`` (the worst image) and ``iou_orig`` (mean over images).
@@ -17,13 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from umsrep.data.io import ImageDecodeError, load_mask
+from umsrep.data.geometry import from_square
+from umsrep.data.io import ImageDecodeError, load_image, load_mask
 from umsrep.metrics.segmentation import compute_dice_per_image, compute_iou_per_image
 from umsrep.strategies._step import move_batch
 from umsrep.tasks import Task
@@ -34,23 +37,24 @@ THRESHOLD = 0.5
 SCORE_COLUMNS = ("sample_id", "dice", "iou", "height", "width")
 
 
-def resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``prob`` [S, S] (or any [h, w]) probabilities 0-1 -> float32 [H, W] by bilinear resize."""
-    height, width = int(shape[0]), int(shape[1])
-    return cv2.resize(np.asarray(prob, dtype=np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR)
+def resize_probabilities(prob: np.ndarray, shape: tuple[int, int],
+                         fit: str = "stretch") -> np.ndarray:
+    """``prob`` [S, S] probabilities 0-1 -> float32 [H, W] (bilinear, undoing ``fit``)."""
+    return from_square(np.asarray(prob, dtype=np.float32), shape, fit)
 
 
-def score_at_original_size(prob: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """(Dice, IoU) of ``prob`` [S, S] (0-1) resized to ``mask`` [H, W] (0/1), threshold 0.5."""
-    pred = resize_probabilities(prob, mask.shape) > THRESHOLD
+def score_at_original_size(prob: np.ndarray, mask: np.ndarray,
+                           fit: str = "stretch") -> tuple[float, float]:
+    """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), threshold 0.5."""
+    pred = resize_probabilities(prob, mask.shape, fit) > THRESHOLD
     true = np.asarray(mask).astype(bool)
     return (float(compute_dice_per_image(true, pred)[0]),
             float(compute_iou_per_image(true, pred)[0]))
 
 
 def score_original_size(probs: Mapping[str, np.ndarray],
-                        mask_paths: Mapping[str, str | Path]) -> pd.DataFrame:
+                        mask_paths: Mapping[str, str | Path],
+                        fit: str = "stretch") -> pd.DataFrame:
     """Per image: ``sample_id, dice, iou, height, width`` at the original mask size.
 
     ``probs`` maps a sample id to its probability map [S, S] on 0-1; ``mask_paths`` maps it to
@@ -67,7 +71,7 @@ def score_original_size(probs: Mapping[str, np.ndarray],
         except (ImageDecodeError, OSError) as err:
             log.warning("original-size score: %s skipped: %s", path, err)
             continue
-        dice, iou = score_at_original_size(prob, mask)
+        dice, iou = score_at_original_size(prob, mask, fit)
         rows.append((str(sid), dice, iou, *mask.shape))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
@@ -98,16 +102,40 @@ def predict_probabilities(model, task: Task, loader: DataLoader,
     return out
 
 
+def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFrame,
+                      size: int, fits: list[str], device: str | torch.device = "cpu"
+                      ) -> dict[str, np.ndarray]:
+    """``{sample_id: probabilities [H, W]}`` at the original size, averaged over ``fits``."""
+    from umsrep.derive.tta import segment_original
+
+    paths = dict(zip(index["sample_id"].astype(str), index["image_path"], strict=True))
+    out = {}
+    for sid in sample_ids:
+        try:
+            pixels = load_image(paths[sid])
+        except (ImageDecodeError, OSError) as err:
+            log.warning("original-size score: %s skipped: %s", paths[sid], err)
+            continue
+        out[sid] = segment_original(model, task.name, pixels, size, fits, device)
+    return out
+
+
 def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.DataFrame,
-                           device: str | torch.device = "cpu"
+                           device: str | torch.device = "cpu", fit: str = "stretch",
+                           tta: list[str] | None = None
                            ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metric rows and per-image scores of a segmentation ``task`` at the original size.
 
-    ``index`` is the cache index (``sample_id``, ``mask_path``) of the loader's samples.
+    ``index`` is the cache index (``sample_id``, ``mask_path``, ``image_path``) of the loader's
+    samples; ``tta`` averages those fits of the original image (else ``fit`` on the cache).
     """
     probs = predict_probabilities(model, task, loader, device)
+    if tta:
+        size = next(iter(probs.values())).shape[-1] if probs else 0
+        probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device)
+        fit = "stretch"  # already at the original size: from_square is then a no-op resize
     paths = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
-    scores = score_original_size(probs, paths)
+    scores = score_original_size(probs, paths, fit)
     for row in scores.itertuples(index=False):
         log.info("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
                  row.width, row.dice, row.iou)

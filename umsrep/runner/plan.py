@@ -53,7 +53,8 @@ class Plan:
 
 def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     """Content address of a backbone: its config and the exact samples it was trained on."""
-    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed)
+    fit = () if exp.data.fit == "stretch" else (exp.data.fit,)  # older keys stay valid
+    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed, *fit)
 
 
 def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) -> Plan:

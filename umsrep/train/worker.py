@@ -1,8 +1,16 @@
-"""The Ray Train per-worker function: runs one stage (``umsrep.runner.stage.run_stage``).
+"""The Ray Train per-worker function: runs stages (``umsrep.runner.stage.run_stage``).
 
 This is the only place in the library that talks to Ray Train. Each epoch the loop reports its
-validation metrics; rank 0 attaches a checkpoint, so a restarted worker (``FailureConfig``) or a
-re-created trainer with the same ``RunConfig(name, storage_path)`` resumes from the last epoch.
+validation metrics; rank 0 attaches a checkpoint (tagged with its stage id), so a restarted
+worker (``FailureConfig``) or a re-created trainer with the same ``RunConfig(name,
+storage_path)`` resumes from the last epoch.
+
+A Train run does one stage (``config["stage"]``: sweep trials, ``resources.pack: false``) or a
+*pack*: it asks the wave's ``StageQueue`` actor for its k-th stage, k = 0, 1, ..., until the
+queue is empty, so the worker group starts once for many stages and the fastest run takes the
+next stage (dynamic load balancing). Every rank walks the same sequence (the queue remembers
+what it gave each pack); after a restart, stages already done are skipped and the one in
+flight resumes from the checkpoint that names it.
 With several workers, data is sharded by ``prepare_data_loader`` (DistributedSampler) and
 gradients are averaged across ranks as they are accumulated (Gloo on CPU, NCCL on GPU).
 """
@@ -22,6 +30,26 @@ import torch
 log = logging.getLogger(__name__)
 
 MAIN_METRIC = {"classification": "accuracy", "segmentation": "dice", "denoise": "psnr"}
+STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belongs to
+
+
+class StageQueue:
+    """Hands out a wave's stages to packs (a Ray actor: ``ray.remote(StageQueue)``).
+
+    ``get(pack, k)`` is pack ``pack``'s k-th stage id (None when the queue is empty): the first
+    call for a k takes the next pending stage, later calls (other ranks, a restarted worker)
+    get the same answer.
+    """
+
+    def __init__(self, stage_ids: list[str]) -> None:
+        self.pending = list(stage_ids)
+        self.given: dict[int, list[str]] = {}
+
+    def get(self, pack: int, k: int) -> str | None:
+        seq = self.given.setdefault(int(pack), [])
+        while len(seq) <= k and self.pending:
+            seq.append(self.pending.pop(0))
+        return seq[k] if k < len(seq) else None
 
 
 def val_score(metrics: dict[str, float], tasks: dict[str, Any]) -> float:
@@ -63,14 +91,19 @@ def sync_gradients(model: torch.nn.Module, world_size: int) -> None:
             p.register_post_accumulate_grad_hook(hook)
 
 
+def _stage(d: dict[str, Any]):
+    from umsrep.runner.plan import Stage
+
+    return Stage(**{**d, "tasks": tuple(d["tasks"]), "deps": tuple(d["deps"])})
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
     from umsrep.experiment import load_experiment
     from umsrep.runner.data import load_run_data
-    from umsrep.runner.plan import Stage
-    from umsrep.runner.stage import StageContext, build_tasks, run_stage
+    from umsrep.runner.stage import StageContext, build_tasks, stage_done
 
     exp = load_experiment(data=config["experiment"], check_paths=False)
     run_dir = Path(config["run_dir"])
@@ -79,15 +112,54 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = str(ray.train.torch.get_device()) if config.get("use_gpu") else "cpu"
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    stage = Stage(**{**config["stage"], "tasks": tuple(config["stage"]["tasks"]),
-                     "deps": tuple(config["stage"]["deps"])})
     ctx = StageContext(exp=exp, data=data, run_dir=run_dir, store_dir=Path(config["store_dir"]),
                        device=device, tasks=build_tasks(exp, data.index))
     if world > 1:
         ctx.prepare_model = lambda m: (sync_gradients(m, world), m)[1]
         ctx.prepare_loader = lambda dl: ray.train.torch.prepare_data_loader(dl, move_to_device=False)
-    scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
 
+    resume_from, resume_stage = None, None
+    checkpoint = ray.train.get_checkpoint()
+    tmp = None
+    if checkpoint is not None:
+        tmp = Path(tempfile.mkdtemp(prefix="umsrep-resume-"))
+        with checkpoint.as_directory() as d:
+            shutil.copytree(d, tmp, dirs_exist_ok=True)
+        resume_from = tmp
+        marker = tmp / STAGE_MARKER
+        resume_stage = marker.read_text().strip() if marker.exists() else None
+        log.info("resuming %s from %s", resume_stage or "the stage", checkpoint.path)
+    try:
+        if "queue" not in config:  # one stage
+            stage = _stage(config["stage"])
+            _run_one(ctx, stage, config, rank, Path(config["out_dir"]), resume_from
+                     if resume_stage in (None, stage.id) else None)
+            return
+        import ray
+
+        queue = ray.get_actor(config["queue"])
+        k = 0
+        while (sid := ray.get(queue.get.remote(config["pack"], k))) is not None:
+            k += 1
+            stage = _stage(config["stages"][sid])
+            out = run_dir / "stages" / sid
+            if stage_done(out):
+                continue
+            _run_one(ctx, stage, config, rank, out,
+                     resume_from if resume_stage == sid else None)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
+             resume_from: Path | None) -> None:
+    """Train one stage; each epoch's metrics (and rank 0's checkpoint) go to Ray Train."""
+    import ray.train
+
+    from umsrep.runner.stage import run_stage
+
+    scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
     fault = config.get("fault_injection") or {}
 
     def report(epoch: int, metrics: dict[str, float], ckpt_dir: Path | None) -> None:
@@ -100,24 +172,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
         ckpt = None
         if rank == 0 and ckpt_dir is not None:
+            (Path(ckpt_dir) / STAGE_MARKER).write_text(stage.id)
             ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir))
         ray.train.report(payload, checkpoint=ckpt)
 
-    resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    tmp = None
-    if checkpoint is not None:
-        tmp = Path(tempfile.mkdtemp(prefix="umsrep-resume-"))
-        with checkpoint.as_directory() as d:
-            shutil.copytree(d, tmp, dirs_exist_ok=True)
-        resume_from = tmp
-        log.info("%s: resuming from %s", stage.id, checkpoint.path)
-    try:
-        run_stage(ctx, stage, config.get("hparams") or {}, report=report,
-                  resume_from=resume_from, out_dir=Path(config["out_dir"]), rank=rank)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    hparams = (config.get("hparams") or {}).get(stage.id, {}) if "queue" in config \
+        else config.get("hparams") or {}
+    run_stage(ctx, stage, hparams, report=report, resume_from=resume_from, out_dir=out_dir,
+              rank=rank)
 
 
 def _denoise():
