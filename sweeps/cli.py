@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, default=None, help="GPUs per machine to use (local)")
     p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers per stage")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override one experiment setting (repeatable), e.g. "
+                        "--set search.num_samples=8 --set folds.k=5")
 
 
 def smoke_overrides(exp_folds_k: int) -> dict:
@@ -34,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from sweeps.run import run_experiment
+    from umsrep.config import parse_set_options
     from umsrep.experiment import load_experiment
 
-    overrides = {}
+    overrides = parse_set_options(args.set)
     if args.smoke_test:
         raw = yaml.safe_load(args.config.read_text()) or {}
         overrides |= smoke_overrides(int((raw.get("folds") or {}).get("k", 10)))

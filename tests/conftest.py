@@ -30,6 +30,7 @@ def ray_session():
         # With the dashboard on, Ray Train's state API can clean up stopped trials' workers.
         ray.init(address="local", num_cpus=2, num_gpus=0, log_to_driver=False,
                  configure_logging=False,
-                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0",
+                                           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}})
     yield ray
     ray.shutdown()

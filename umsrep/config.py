@@ -128,3 +128,20 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, Any]:
+    """``["search.num_samples=8", "data.fit=pad"]`` -> ``{"search.num_samples": 8, ...}``.
+
+    Values are read as YAML (``8`` -> int, ``[pad, stretch]`` -> list, ``true`` -> bool), so
+    ``--set`` can give any value the experiment file can.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(item, "expected KEY=VALUE, e.g. search.num_samples=8")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

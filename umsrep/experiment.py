@@ -192,6 +192,14 @@ class EvaluationConfig:
     # threshold (test-time augmentation over aspect ratio, umsrep/derive/tta.py). Empty: only
     # data.fit, on the cached image.
     tta: list[Literal["stretch", "pad"]] = field(default_factory=list)
+    # After the threshold, at the original size (umsrep/derive/postprocess.py): drop connected
+    # regions smaller than this fraction of the largest (0 = keep all), fill enclosed holes.
+    min_component: float = 0.0
+    fill_holes: bool = False
+
+    def validate(self, key: str) -> None:
+        if not 0.0 <= self.min_component < 1.0:
+            raise ConfigError(f"{key}.min_component", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

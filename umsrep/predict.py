@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from umsrep.data.geometry import from_square
+from umsrep.derive.postprocess import clean_mask
 from umsrep.derive.tta import normalize_image, segment_original
 from umsrep.models.multitask import MultiTaskModel
 
@@ -177,7 +178,10 @@ def predict_one(
             else:
                 prob = from_square(torch.sigmoid(out.float())[0, 0].cpu().numpy(),
                                    (height, width), fit)
-            mask = (prob > MASK_THRESHOLD).astype(np.uint8)
+            mask = prob > MASK_THRESHOLD
+            if meta.get("mask_cleanup"):  # islands / holes (umsrep/derive/postprocess.py)
+                mask = clean_mask(mask, **meta["mask_cleanup"])
+            mask = mask.astype(np.uint8)
             file = f"{stem}_{name}_mask.png"
             _write_png(out_dir / file, mask * 255)
             row[f"{name}_mask"] = file

@@ -116,6 +116,7 @@ def test_runtime_env_parses_and_excludes_data_not_the_package():
     env = RuntimeEnv(**raw)  # raises on unknown or malformed fields
     assert env["working_dir"] == "."
     assert env["env_vars"]["RAY_CHDIR_TO_TRIAL_DIR"] == "0"
+    assert float(env["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]) <= 0.5
     excludes = raw["excludes"]
     for path in ("data/shenzhen/x.png", "runs/r1/metrics.parquet", ".git/HEAD"):
         assert _excluded(excludes, path), path

@@ -245,3 +245,19 @@ def test_paper_scenario_models_build_and_run(name: str) -> None:
     for t in exp.tasks:
         want = (2, len(t.classes or ("0", "1"))) if t.kind == "classification" else (2, 1, 32, 32)
         assert tuple(out[t.name].shape) == want, t.name
+
+
+def test_set_options_are_yaml_values_applied_as_overrides() -> None:
+    from umsrep.config import parse_set_options
+
+    sets = parse_set_options(["search.num_samples=8", "evaluation.tta=[pad, stretch]",
+                              "data.fit=pad", "resources.pack=false"])
+    assert sets == {"search.num_samples": 8, "evaluation.tta": ["pad", "stretch"],
+                    "data.fit": "pad", "resources.pack": False}
+    exp = load_experiment(data=base_config(), overrides=sets)
+    assert exp.search.num_samples == 8 and exp.evaluation.tta == ["pad", "stretch"]
+    assert exp.data.fit == "pad" and exp.resources.pack is False
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set_options(["search.num_samples"])
+    err = refused(base_config(), overrides=parse_set_options(["data.fit=crop"]))
+    assert err.key == "data.fit"

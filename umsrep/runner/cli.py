@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", type=Path, default=None, help="finish this run folder")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+    p.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override one experiment setting (repeatable), e.g. --set data.fit=pad")
 
 
 def _cuda() -> bool:
@@ -22,10 +24,13 @@ def _cuda() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from umsrep.config import parse_set_options
     from umsrep.experiment import load_experiment
     from umsrep.runner.local import run_local
 
-    overrides = {"folds.run": args.folds} if args.folds else None
+    overrides = parse_set_options(args.set)
+    if args.folds:
+        overrides["folds.run"] = args.folds
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
     run_dir = run_local(exp, args.output, resume=args.resume, device=args.device)
     print(run_dir)

@@ -106,7 +106,16 @@ def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders) -> 
 
     return [row for t in tasks if t.kind == "segmentation" for row in evaluate_original_size(
         model, t, loaders[t.name], ctx.data.index, device=ctx.device,
-        fit=ctx.exp.data.fit, tta=ctx.exp.evaluation.tta)[0]]
+        fit=ctx.exp.data.fit, tta=ctx.exp.evaluation.tta,
+        clean=mask_cleanup(ctx.exp))[0]]
+
+
+def mask_cleanup(exp) -> dict[str, Any] | None:
+    """``clean_mask`` arguments from ``evaluation`` (None when it would change nothing)."""
+    ev = exp.evaluation
+    if not ev.min_component and not ev.fill_holes:
+        return None
+    return {"min_fraction": float(ev.min_component), "fill_holes": bool(ev.fill_holes)}
 
 
 def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
@@ -299,6 +308,7 @@ def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage) -> dict[str, 
     return {
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
         "image_size": exp.data.image_size, "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
+        "mask_cleanup": mask_cleanup(exp),
         "backbone": {"name": exp.backbone.name, **backbone_args(exp)},
         "baseline_arch": exp.baseline.arch if stage.kind == "baseline" else None,
         "denoised_input": bool(stage.kind == "baseline" and stage.deps and exp.baseline.denoiser),

@@ -5,7 +5,8 @@ so the Dice a head gets on cached masks says little about what a user sees when 
 mapped back onto the original radiograph. Here each predicted probability map ``[S, S]`` (0-1)
 is mapped back to the original mask's ``H x W`` (OpenCV bilinear, undoing the experiment's
 ``data.fit``: ``umsrep.data.geometry.from_square``), thresholded at 0.5 and compared with the
-original mask read from ``mask_path`` (``umsrep.data.io.load_mask``). With ``tta`` (fits such as
+original mask read from ``mask_path`` (``umsrep.data.io.load_mask``), after the optional
+clean-up (``umsrep.derive.postprocess.clean_mask``). With ``tta`` (fits such as
 ``["pad", "stretch"]``) the original image (``image_path``) is read instead and the maps of
 every fit are averaged at the original size (``umsrep.derive.tta.segment_original``).
 
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from umsrep.data.geometry import from_square
 from umsrep.data.io import ImageDecodeError, load_image, load_mask
+from umsrep.derive.postprocess import clean_mask
 from umsrep.metrics.segmentation import compute_dice_per_image, compute_iou_per_image
 from umsrep.strategies._step import move_batch
 from umsrep.tasks import Task
@@ -43,10 +45,13 @@ def resize_probabilities(prob: np.ndarray, shape: tuple[int, int],
     return from_square(np.asarray(prob, dtype=np.float32), shape, fit)
 
 
-def score_at_original_size(prob: np.ndarray, mask: np.ndarray,
-                           fit: str = "stretch") -> tuple[float, float]:
-    """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), threshold 0.5."""
+def score_at_original_size(prob: np.ndarray, mask: np.ndarray, fit: str = "stretch",
+                           clean: dict[str, Any] | None = None) -> tuple[float, float]:
+    """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), threshold 0.5,
+    then ``clean_mask(pred, **clean)`` when ``clean`` is given."""
     pred = resize_probabilities(prob, mask.shape, fit) > THRESHOLD
+    if clean:
+        pred = clean_mask(pred, **clean)
     true = np.asarray(mask).astype(bool)
     return (float(compute_dice_per_image(true, pred)[0]),
             float(compute_iou_per_image(true, pred)[0]))
@@ -54,7 +59,8 @@ def score_at_original_size(prob: np.ndarray, mask: np.ndarray,
 
 def score_original_size(probs: Mapping[str, np.ndarray],
                         mask_paths: Mapping[str, str | Path],
-                        fit: str = "stretch") -> pd.DataFrame:
+                        fit: str = "stretch", clean: dict[str, Any] | None = None
+                        ) -> pd.DataFrame:
     """Per image: ``sample_id, dice, iou, height, width`` at the original mask size.
 
     ``probs`` maps a sample id to its probability map [S, S] on 0-1; ``mask_paths`` maps it to
@@ -71,7 +77,7 @@ def score_original_size(probs: Mapping[str, np.ndarray],
         except (ImageDecodeError, OSError) as err:
             log.warning("original-size score: %s skipped: %s", path, err)
             continue
-        dice, iou = score_at_original_size(prob, mask, fit)
+        dice, iou = score_at_original_size(prob, mask, fit, clean)
         rows.append((str(sid), dice, iou, *mask.shape))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
@@ -122,12 +128,13 @@ def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFr
 
 def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.DataFrame,
                            device: str | torch.device = "cpu", fit: str = "stretch",
-                           tta: list[str] | None = None
+                           tta: list[str] | None = None, clean: dict[str, Any] | None = None
                            ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metric rows and per-image scores of a segmentation ``task`` at the original size.
 
     ``index`` is the cache index (``sample_id``, ``mask_path``, ``image_path``) of the loader's
-    samples; ``tta`` averages those fits of the original image (else ``fit`` on the cache).
+    samples; ``tta`` averages those fits of the original image (else ``fit`` on the cache);
+    ``clean`` (``min_fraction``, ``fill_holes``) post-processes each thresholded mask.
     """
     probs = predict_probabilities(model, task, loader, device)
     if tta:
@@ -135,7 +142,7 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
         probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device)
         fit = "stretch"  # already at the original size: from_square is then a no-op resize
     paths = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
-    scores = score_original_size(probs, paths, fit)
+    scores = score_original_size(probs, paths, fit, clean)
     for row in scores.itertuples(index=False):
         log.info("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
                  row.width, row.dice, row.iou)
