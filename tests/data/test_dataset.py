@@ -60,12 +60,13 @@ def test_unknown_column_is_an_error(cache):
 
 def test_identity_augment_changes_nothing_and_random_keeps_mask_aligned(cache):
     plain = CachedDataset(cache, indices=[0])[0]
-    ident = build_cxr_augment(rotation=0, translate=0, scale=(1, 1), brightness=0, contrast=0)
+    ident = build_cxr_augment(rotation=0, translate=0, scale=(1, 1), brightness=0, contrast=0,
+                              aspect=None)
     same = CachedDataset(cache, indices=[0], augment=ident)[0]
     assert torch.allclose(plain["image"], same["image"]) and torch.equal(plain["mask"], same["mask"])
     torch.manual_seed(0)
-    moved = CachedDataset(cache, indices=[0], augment=build_cxr_augment(rotation=0, translate=0.2,
-                                                                       brightness=0, contrast=0))
+    moved = CachedDataset(cache, indices=[0], augment=build_cxr_augment(
+        rotation=0, translate=0.2, brightness=0, contrast=0, aspect=None))
     out = moved[0]
     assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
     # image and mask move together: the mask's bright box should still cover the same pixels
