@@ -40,6 +40,23 @@ def test_shared_pretraining_pool_trains_one_backbone(tiny_config):
     assert plan.by_id()["f1-baseline-denoise"].store_key == backbones[0].store_key
 
 
+def test_backbone_key_follows_what_pretraining_sees(tiny_config):
+    """Fit and augmentation change the pretraining images: a stored backbone trained with other
+    ones must not be reused; the defaults leave the keys of earlier runs unchanged."""
+    from umsrep.runner.plan import backbone_key
+
+    def key(**data) -> str:
+        cfg = {**tiny_config, "data": {**tiny_config["data"], **data}}
+        return backbone_key(load_experiment(data=cfg), 0, "pool")
+
+    plain = key(fit="stretch", augment="none")
+    assert len({plain, key(fit="pad", augment="none"), key(fit="stretch", augment="cxr"),
+                key(fit="pad", augment="cxr")}) == 4
+    exp = load_experiment(data={**tiny_config, "data": {**tiny_config["data"], "fit": "stretch",
+                                                        "augment": "none"}})
+    assert plain == exp.digest(exp.backbone, exp.data.image_size, "pool", exp.seed)
+
+
 @pytest.mark.parametrize(
     ("path", "value", "key"),
     [

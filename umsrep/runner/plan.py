@@ -53,8 +53,10 @@ class Plan:
 
 def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     """Content address of a backbone: its config and the exact samples it was trained on."""
-    fit = () if exp.data.fit == "stretch" else (exp.data.fit,)  # older keys stay valid
-    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed, *fit)
+    # pretraining sees the same fit and augmentation as the heads; the defaults add nothing to
+    # the hash, so keys of earlier runs without them stay valid
+    extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
+    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed, *extra)
 
 
 def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) -> Plan:
