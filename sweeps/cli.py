@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from umsrep.config import parse_set_options
     from umsrep.experiment import load_experiment
 
-    overrides = parse_set_options(args.set)
+    overrides: dict = {}
     if args.smoke_test:
         raw = yaml.safe_load(args.config.read_text()) or {}
         overrides |= smoke_overrides(int((raw.get("folds") or {}).get("k", 10)))
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         overrides |= {"resources.use_gpu": True}
     if args.num_workers:
         overrides["resources.num_workers"] = args.num_workers
+    overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, address=args.address,
                              num_gpus=args.gpus, report=not args.no_report)

@@ -33,7 +33,8 @@ from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_js
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("stage_id", "run_dir", "train_name", "out_dir", "pack", "queue", "wave")
+RESERVED = ("stage_id", "run_dir", "train_name", "out_dir", "pack", "queue", "wave",
+            "pack_size")
 
 
 def template_of(stage: Stage) -> str:
@@ -79,6 +80,9 @@ def stage_trial(config: dict[str, Any]) -> None:
     resources = {"CPU": res["cpus_per_worker"]}
     if res["use_gpu"]:
         resources["GPU"] = res["gpus_per_worker"]
+    # each stage keeps its own budget of lost workers when it shares a Train run (a pack can
+    # take any number of the wave's stages)
+    max_failures = res["max_failures"] * int(config.get("pack_size", 1))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -89,7 +93,7 @@ def stage_trial(config: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=train_name,
             storage_path=str(Path(setup["run_dir"]) / "ray_train"),
-            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"],
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
                                                    controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
@@ -209,7 +213,7 @@ class RayDriver:
             queue = ray.remote(num_cpus=0)(StageQueue).options(name=name).remote(
                 [s.id for s in order])
             space = {"pack": tune.grid_search(list(range(n_packs))), "queue": name, "wave": i,
-                     "setup": self.setup()}
+                     "pack_size": len(stages), "setup": self.setup()}
             print(f"[umsrep] wave {i}: {len(stages)} stages in {n_packs} packed Train runs",
                   flush=True)
         else:

@@ -114,3 +114,14 @@ def test_cut_down_real_experiment(real_data, tmp_path):
     assert "dice_orig" not in set(m.loc[m["split"] == "val", "metric"])
     acc = m[(m["task"] == "abnormal") & (m["metric"] == "accuracy")]["value"]
     assert len(acc) and acc.between(0, 1).all()
+
+
+def test_mask_file_of_another_size_is_scored_in_the_image_geometry():
+    """A 4x8 image letterboxed into an 8x8 square (rows 2-5), its mask stored as 8x8: the fit
+    is undone at the image's size first, then the map is resized to the mask's."""
+    prob = np.zeros((8, 8), np.float32)
+    prob[2:6, :4] = 1.0  # the image's left half
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, :4] = 1  # the same left half, drawn on a square resample of the image
+    assert score_at_original_size(prob, mask, "pad", image_shape=(4, 8)) == (1.0, 1.0)
+    assert score_at_original_size(prob, mask, "pad")[0] < 0.7  # mask's own shape: wrong

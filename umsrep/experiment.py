@@ -314,8 +314,11 @@ def load_experiment(
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
+        for i, p in enumerate(parents):
+            node = node.setdefault(p, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(parents[:i + 1]), f"cannot set {dotted!r}: "
+                                  "not a section of the experiment")
         node[leaf] = value
     if data_root is not None:
         data.setdefault("data", {})["root"] = str(data_root)

@@ -71,3 +71,19 @@ def test_resume_reruns_nothing_finished_and_backbone_is_reused(local_run):
     second = run_local(exp, out)
     bb = json.loads((second / "stages" / "f0-backbone" / "result.json").read_text())
     assert bb["reused"] is True
+
+
+def test_resume_with_other_settings_is_refused_naming_the_key(local_run):
+    from dataclasses import replace
+
+    from umsrep.config import ConfigError
+
+    exp, out, run_dir = local_run
+    other = replace(exp, data=replace(exp.data, fit="pad"))
+    with pytest.raises(ConfigError) as err:
+        run_local(other, out, resume=run_dir)
+    assert err.value.key == "data" and "resumed" in str(err.value)
+    # resources, search budget and paths may change on resume
+    relaxed = replace(exp, resources=replace(exp.resources, max_failures=5),
+                      data=replace(exp.data, cache_dir=exp.data.cache_dir + "/"))
+    assert run_local(relaxed, out, resume=run_dir) == run_dir

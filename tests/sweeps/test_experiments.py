@@ -251,9 +251,9 @@ def test_set_options_are_yaml_values_applied_as_overrides() -> None:
     from umsrep.config import parse_set_options
 
     sets = parse_set_options(["search.num_samples=8", "evaluation.tta=[pad, stretch]",
-                              "data.fit=pad", "resources.pack=false"])
+                              "data.fit=pad", "resources.pack=false", "train.lr=1e-4"])
     assert sets == {"search.num_samples": 8, "evaluation.tta": ["pad", "stretch"],
-                    "data.fit": "pad", "resources.pack": False}
+                    "data.fit": "pad", "resources.pack": False, "train.lr": 1e-4}
     exp = load_experiment(data=base_config(), overrides=sets)
     assert exp.search.num_samples == 8 and exp.evaluation.tta == ["pad", "stretch"]
     assert exp.data.fit == "pad" and exp.resources.pack is False
@@ -261,3 +261,5 @@ def test_set_options_are_yaml_values_applied_as_overrides() -> None:
         parse_set_options(["search.num_samples"])
     err = refused(base_config(), overrides=parse_set_options(["data.fit=crop"]))
     assert err.key == "data.fit"
+    err = refused(base_config(), overrides={"name.x": 1})
+    assert err.key == "name" and "not a section" in str(err)

@@ -88,11 +88,15 @@ def _resize_one(job: tuple[str, str | None, int, int, str]):
     image_path, mask_path, size, interp, fit = job
     try:
         image, _ = read_image(image_path)
+        image_shape = image.shape[:2]
         image = to_square(image, size, fit, interp)
         mask = None
         if mask_path is not None:
             raw, _ = read_image(mask_path)
-            mask = to_square(binarize_mask(raw)[0], size, fit, cv2.INTER_NEAREST)
+            raw = binarize_mask(raw)[0]
+            if raw.shape != image_shape:  # a mask file of another size covers the same image
+                raw = cv2.resize(raw, image_shape[::-1], interpolation=cv2.INTER_NEAREST)
+            mask = to_square(raw, size, fit, cv2.INTER_NEAREST)
         return image, mask
     except (ImageDecodeError, cv2.error, OSError) as exc:
         return None, str(exc)

@@ -28,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from umsrep.experiment import load_experiment
     from umsrep.runner.local import run_local
 
-    overrides = parse_set_options(args.set)
-    if args.folds:
-        overrides["folds.run"] = args.folds
+    overrides = {"folds.run": args.folds} if args.folds else {}
+    overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
     run_dir = run_local(exp, args.output, resume=args.resume, device=args.device)
     print(run_dir)

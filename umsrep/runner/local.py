@@ -9,7 +9,12 @@ from pathlib import Path
 from umsrep.experiment import Experiment
 from umsrep.runner.data import RunData, load_run_data, materialize, save_run_data
 from umsrep.runner.plan import Plan, build_plan
-from umsrep.runner.runfolder import compose_tables, new_run_dir, write_config
+from umsrep.runner.runfolder import (
+    check_resume_config,
+    compose_tables,
+    new_run_dir,
+    write_config,
+)
 from umsrep.runner.stage import StageContext, build_tasks, run_stage, stage_done
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ def prepare_run(exp: Experiment, output: Path, resume: Path | None = None,
     """Create (or reopen, with ``resume``) a run folder, its data and its plan."""
     if resume is not None:
         run_dir = Path(resume).resolve()
+        check_resume_config(run_dir, exp)
         data = load_run_data(run_dir)
     else:
         run_dir = new_run_dir(Path(output).resolve(), exp.name)

@@ -46,9 +46,15 @@ def resize_probabilities(prob: np.ndarray, shape: tuple[int, int],
 
 
 def score_at_original_size(prob: np.ndarray, mask: np.ndarray, fit: str = "stretch",
-                           clean: dict[str, Any] | None = None) -> tuple[float, float]:
+                           clean: dict[str, Any] | None = None,
+                           image_shape: tuple[int, int] | None = None) -> tuple[float, float]:
     """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), threshold 0.5,
-    then ``clean_mask(pred, **clean)`` when ``clean`` is given."""
+    then ``clean_mask(pred, **clean)`` when ``clean`` is given. ``image_shape``: the original
+    image's size when the mask file has another one (the fit is undone at the image's size,
+    then the map is resized to the mask's)."""
+    if image_shape is not None and tuple(image_shape) != mask.shape[:2]:
+        prob = resize_probabilities(prob, image_shape, fit)
+        fit = "stretch"
     pred = resize_probabilities(prob, mask.shape, fit) > THRESHOLD
     if clean:
         pred = clean_mask(pred, **clean)
@@ -59,7 +65,8 @@ def score_at_original_size(prob: np.ndarray, mask: np.ndarray, fit: str = "stret
 
 def score_original_size(probs: Mapping[str, np.ndarray],
                         mask_paths: Mapping[str, str | Path],
-                        fit: str = "stretch", clean: dict[str, Any] | None = None
+                        fit: str = "stretch", clean: dict[str, Any] | None = None,
+                        image_shapes: Mapping[str, tuple[int, int]] | None = None
                         ) -> pd.DataFrame:
     """Per image: ``sample_id, dice, iou, height, width`` at the original mask size.
 
@@ -77,7 +84,8 @@ def score_original_size(probs: Mapping[str, np.ndarray],
         except (ImageDecodeError, OSError) as err:
             log.warning("original-size score: %s skipped: %s", path, err)
             continue
-        dice, iou = score_at_original_size(prob, mask, fit, clean)
+        dice, iou = score_at_original_size(prob, mask, fit, clean,
+                                           (image_shapes or {}).get(sid))
         rows.append((str(sid), dice, iou, *mask.shape))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
@@ -142,7 +150,13 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
         probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device)
         fit = "stretch"  # already at the original size: from_square is then a no-op resize
     paths = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
-    scores = score_original_size(probs, paths, fit, clean)
+    shapes = None
+    if {"height", "width"} <= set(index.columns) and not tta:  # TTA maps are at image size
+        hw = index[["height", "width"]].apply(pd.to_numeric, errors="coerce")
+        shapes = {str(s): (int(h), int(w)) for s, h, w in zip(
+            index["sample_id"], hw["height"], hw["width"], strict=True)
+            if pd.notna(h) and pd.notna(w)}
+    scores = score_original_size(probs, paths, fit, clean, shapes)
     for row in scores.itertuples(index=False):
         log.info("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
                  row.width, row.dice, row.iou)

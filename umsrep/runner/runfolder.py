@@ -45,6 +45,34 @@ def write_config(run_dir: Path, exp: Experiment, extra: dict | None = None) -> N
                        **(extra or {}), "experiment": exp.to_dict()}, run_dir / "config.yaml")
 
 
+# what a run's results depend on: a resumed run must keep them (resources, search budget, paths
+# and the report's paper figures may change)
+RESUME_FIXED = ("data", "tasks", "backbone", "strategies", "baseline", "folds", "train",
+                "evaluation", "seed")
+RESUME_FREE_DATA = ("root", "cache_dir")
+
+
+def check_resume_config(run_dir: Path, exp: Experiment) -> None:
+    """Refuse to resume ``run_dir`` with settings its finished stages were not trained with."""
+    import yaml
+
+    from umsrep.config import ConfigError
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    before = (yaml.safe_load(path.read_text()) or {}).get("experiment", {})
+    now = exp.to_dict()
+    for key in RESUME_FIXED:
+        old, new = before.get(key), now.get(key)
+        if key == "data" and isinstance(old, dict) and isinstance(new, dict):
+            old = {k: v for k, v in old.items() if k not in RESUME_FREE_DATA}
+            new = {k: v for k, v in new.items() if k not in RESUME_FREE_DATA}
+        if key in before and old != new:
+            raise ConfigError(key, f"differs from the run being resumed ({path}); resume with "
+                                   "the same settings, or start a new run")
+
+
 def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
     """Rebuild stages/metrics/predictions.parquet from every finished stage folder."""
     stages, metrics, preds = [], [], []
