@@ -87,3 +87,21 @@ def test_resume_with_other_settings_is_refused_naming_the_key(local_run):
     relaxed = replace(exp, resources=replace(exp.resources, max_failures=5),
                       data=replace(exp.data, cache_dir=exp.data.cache_dir + "/"))
     assert run_local(relaxed, out, resume=run_dir) == run_dir
+
+
+def test_resume_takes_the_newer_of_ray_checkpoint_and_stage_state(tmp_path):
+    import os
+
+    from umsrep.runner.execute import newer_state
+
+    ray_copy, state = tmp_path / "ray", tmp_path / "state"
+    ray_copy.mkdir()
+    state.mkdir()
+    assert newer_state(None, state) == state
+    (ray_copy / "last.pt").write_bytes(b"epoch 5")
+    assert newer_state(ray_copy, state) == ray_copy  # the stage has no state of its own
+    (state / "last.pt").write_bytes(b"epoch 8")
+    os.utime(ray_copy / "last.pt", (1_000_000, 1_000_000))
+    assert newer_state(ray_copy, state) == state  # written later than the Ray copy
+    os.utime(state / "last.pt", (500_000, 500_000))
+    assert newer_state(ray_copy, state) == ray_copy

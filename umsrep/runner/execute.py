@@ -129,7 +129,7 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
     from umsrep.train.loop import fit
 
     cfg = train_config(ctx.exp, settings, hparams, ctx.device, seed)
-    cfg = replace(cfg, checkpoint_dir=str(resume_from or state_dir), val_metrics=True)
+    cfg = replace(cfg, checkpoint_dir=str(newer_state(resume_from, state_dir)), val_metrics=True)
     model = ctx.prepare_model(model)
     opts = dict(options)
     weights = {k[7:]: float(v) for k, v in hparams.items() if k.startswith("weight/")}
@@ -147,6 +147,23 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
                                 seed=seed)
     val_loaders = loaders_for(ctx, tasks, val_pos, train=False, batch_size=cfg.batch_size, seed=0)
     return fit(model, strategy, train_loaders, val_loaders, cfg, report=report)
+
+
+def newer_state(resume_from: Path | None, state_dir: Path) -> Path:
+    """Where to continue from: Ray's checkpoint copy or the stage's own ``train_state``.
+
+    The stage folder's ``last.pt`` is written every epoch; a Ray checkpoint can be older (e.g.
+    a stage resumed by another packed Train run after a driver restart), so the newer file
+    wins (copies keep their modification time).
+    """
+    from umsrep.train.checkpoint import LAST
+
+    if resume_from is None:
+        return state_dir
+    ours, ray = Path(state_dir) / LAST, Path(resume_from) / LAST
+    if ours.is_file() and (not ray.is_file() or ours.stat().st_mtime > ray.stat().st_mtime):
+        return state_dir
+    return Path(resume_from)
 
 
 def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> dict[str, Any]:
