@@ -228,3 +228,37 @@ def test_predict_real_dicom_and_jpeg(model_dir, tmp_path):
 
         mask = cv2.imread(str(tmp_path / f"{stem}_lung_mask.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == load_image(src).shape
+
+
+def test_predict_undoes_the_fit_and_applies_tta_and_cleanup(model_dir, tmp_path, monkeypatch):
+    """A model folder that says fit pad + TTA + clean-up: the mask written for a non-square
+    image is the TTA map of that image at its own size, thresholded and cleaned."""
+    import umsrep.predict as predict_mod
+
+    _, model = model_dir
+    cleanup = {"min_fraction": 0.2, "fill_holes": True}
+    path = tmp_path / "pad-model"
+    save_model_dir(path, model, _meta([SEG, CLS], fit="pad", tta=["pad", "stretch"],
+                                      mask_cleanup=cleanup))
+    png = _images(tmp_path / "in")[0]  # 40 x 50
+    prob = np.zeros((40, 50), np.float32)
+    prob[5:35, 5:20] = 0.9  # a lung with a hole ...
+    prob[15:20, 10:14] = 0.1
+    prob[1:3, 45:48] = 0.9  # ... and an island
+    calls = []
+
+    def fake_tta(model, task, pixels, size, fits, device="cpu"):
+        calls.append((task, pixels.shape, size, list(fits)))
+        return prob
+
+    monkeypatch.setattr(predict_mod, "segment_original", fake_tta)
+    predict_images(path, [png], tmp_path / "out")
+    written = cv2.imread(str(tmp_path / "out" / "a_lung_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert calls == [("lung", (40, 50), SIZE, ["pad", "stretch"])]
+    want = np.zeros((40, 50), bool)
+    want[5:35, 5:20] = True  # hole filled, island gone
+    np.testing.assert_array_equal(written, want)
+    pixels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    x_pad, _ = normalize_image(pixels, SIZE, "pad")
+    x_stretch, _ = normalize_image(pixels, SIZE, "stretch")
+    assert not torch.equal(x_pad, x_stretch)  # the two fits really are different inputs

@@ -6,6 +6,7 @@ YAML is refused before anything runs (``ConfigError: experiment.tasks[1].kind: .
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -145,9 +146,7 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(item, "expected KEY=VALUE, e.g. search.num_samples=8")
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 parsed = float(parsed)
-            except ValueError:
-                pass
         out[key.strip()] = parsed
     return out
