@@ -11,14 +11,15 @@ loader is not what is measured:
 
 each for a fixed number of steps through ``umsrep.strategies``, in three precisions side by side
 in one run: ``fp32`` (no autocast), ``amp-fp16`` (float16 autocast + GradScaler) and ``amp-bf16``
-(bfloat16 autocast; the strategies' GradScaler stays on, where it is harmless). It prints
+(bfloat16 autocast, no scaler): the ``train.precision`` values fp32 / fp16 / bf16 of
+``umsrep/precision.py``, with channels_last. It prints
 images/s (images consumed per second after warm-up steps, timed with CUDA synchronization) and
 peak GPU memory (``torch.cuda.max_memory_allocated`` from model build to the last step; it
 includes the few MiB of resident synthetic batches), with ratios to fp32. Without a CUDA GPU it says so and exits 0.
 
 Run: ``python bench/gpu_bench.py [--steps 40] [--size 256]``; ``--cpu-smoke`` runs 2 steps of
-every stage on the CPU at 64 px (AMP is CUDA-only, so every mode runs fp32 there) to check the
-code path.
+every stage on the CPU at 64 px to check the code path (fp16 falls back to fp32 on a CPU;
+bf16 runs as CPU autocast).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from umsrep.train.loop import run_epoch
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "sweeps" / "cxr_heterogeneous.yaml"
 STAGES = ("pretrain", "independent", "alternating", "joint")
-MODES = {"fp32": None, "amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
+MODES = {"fp32": "fp32", "amp-fp16": "fp16", "amp-bf16": "bf16"}  # train.precision values
 
 
 @dataclass(frozen=True)
@@ -119,20 +118,6 @@ def build_model(exp: Experiment, stage: str, tasks: list[Task]) -> tuple[MultiTa
     return MultiTaskModel(backbone, heads), tasks
 
 
-@contextmanager
-def autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    """Make the strategies' plain ``torch.autocast(device)`` use ``dtype`` (restored after)."""
-    if device.type != "cuda" or dtype is None:
-        yield
-        return
-    previous = torch.get_autocast_dtype("cuda")
-    torch.set_autocast_dtype("cuda", dtype)
-    try:
-        yield
-    finally:
-        torch.set_autocast_dtype("cuda", previous)
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -169,18 +154,17 @@ def measure(
         weight_decay=settings.weight_decay,
         noise_cfg=noise,
         device=device,
-        amp=MODES[mode] is not None,
+        precision=MODES[mode],
         noise_seed=exp.seed,
         **options,
     )
     loaders = {t.name: batches for t in tasks}  # one shared batch stream, as one dataset
-    with autocast_dtype(device, MODES[mode]):
-        run_epoch(strategy, loaders, max_steps=warmup)
-        sync(device)
-        start = time.perf_counter()
-        logs = run_epoch(strategy, loaders, max_steps=steps)
-        sync(device)
-        seconds = time.perf_counter() - start
+    run_epoch(strategy, loaders, max_steps=warmup)
+    sync(device)
+    start = time.perf_counter()
+    logs = run_epoch(strategy, loaders, max_steps=steps)
+    sync(device)
+    seconds = time.perf_counter() - start
     peak = (
         torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     )

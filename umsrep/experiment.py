@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from umsrep.config import ConfigError, from_dict, to_dict
+from umsrep.data import is_mask_column
 
 TASK_KINDS = ("classification", "segmentation", "denoise")
 
@@ -25,7 +26,7 @@ class SourceConfig:
     """One dataset: an existing manifest, a raw folder to import, or synthetic data."""
 
     manifest: str | None = None  # a manifest.parquet made by `umsrep data import`
-    importer: str | None = None  # or an importer name (shenzhen, montgomery, kermany, rsna, generic)
+    importer: str | None = None  # or an importer name (shenzhen, montgomery, jsrt, kermany, rsna, generic)
     path: str | None = None  # ... and the raw dataset folder (or CSV for generic)
     synthetic: Literal["cxr", "doppler"] | None = None  # or synthetic data made on the fly
     n: int = 200  # synthetic: number of images
@@ -92,7 +93,17 @@ class TrainSettings:
     plateau_factor: float = 0.5
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     loader_workers: int = 0  # DataLoader workers per Train worker
-    amp: bool = True  # autocast + GradScaler (CUDA only; ignored on CPU)
+    # auto | fp32 | bf16 | fp16 (umsrep/precision.py): auto = bf16 autocast on a GPU that has it
+    # (else fp16 + GradScaler) and on a CPU with native bf16 (AVX-512 BF16/AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # NHWC memory format for model and batches (CPU and CUDA)
+    # validate (and report to Ray, checkpoint to Ray) every N epochs and after the last one;
+    # early stopping and the plateau schedule still count patience in epochs
+    val_every: int = 1
+
+    def validate(self, key: str) -> None:
+        if self.val_every < 1:
+            raise ConfigError(f"{key}.val_every", "must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class BackboneConfig:
 class TaskConfig:
     name: str
     kind: Literal["classification", "segmentation", "denoise"]
-    column: str = ""  # label column; "mask" for segmentation; "" for denoise
+    column: str = ""  # label column; "mask" / "mask_<name>" for segmentation; "" for denoise
     classes: list[str] | None = None  # label values in class-index order; others = missing
     head: str = "classification"
     head_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -127,8 +138,9 @@ class TaskConfig:
     loss_weight: float = 1.0  # joint strategy, fixed weighting
 
     def validate(self, key: str) -> None:
-        if self.kind == "segmentation" and self.column not in ("mask", ""):
-            raise ConfigError(f"{key}.column", "a segmentation task's target is the mask")
+        if self.kind == "segmentation" and not is_mask_column(self.column or "mask"):
+            raise ConfigError(f"{key}.column", "a segmentation task's target is 'mask' or "
+                              "'mask_<name>' (a manifest column mask_<name>_path)")
         if self.kind == "classification" and not self.column:
             raise ConfigError(f"{key}.column", "a classification task needs a label column")
         if self.kind == "classification" and self.head.startswith("seg"):

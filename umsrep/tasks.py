@@ -8,6 +8,7 @@ through a default-collate DataLoader::
         "image_mean": Tensor [B],
         "mask": Tensor [B, 1, S, S] float 0/1,
         "has_mask": Tensor [B] bool,
+        "mask_<name>", "has_mask_<name>": the same, per further mask a task reads (mask_heart),
         "labels": {task name: Tensor [B] int64, -1 where the label is missing},
         "sample_id": list[str],
     }
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from umsrep.config import from_dict
+from umsrep.data import is_mask_column
 
 TaskKind = Literal["classification", "segmentation", "denoise"]
 
@@ -36,8 +38,9 @@ _DEFAULT_LOSS = {"classification": "cross_entropy", "segmentation": "bce_dice", 
 class Task:
     """One target task of a multi-task model.
 
-    ``column`` is the label column (classification), ``"mask"`` (segmentation) or ``""``
-    (denoise). ``classes`` lists label values in class-index order (classification only).
+    ``column`` is the label column (classification), ``"mask"`` or ``"mask_<name>"``
+    (segmentation: the manifest's ``mask_path`` / ``mask_<name>_path``, e.g. ``mask_heart``) or
+    ``""`` (denoise). ``classes`` lists label values in class-index order (classification only).
     ``head``/``loss`` default to the kind's usual head and loss (``classification`` /
     ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``).
     """
@@ -70,9 +73,12 @@ class Task:
                     f"task {self.name!r}: give at least two classes (label values in "
                     f"class-index order), got {self.classes!r}"
                 )
-        if self.kind == "segmentation" and self.column not in ("", "mask"):
-            raise ValueError(f"task {self.name!r}: a segmentation task's column is 'mask'")
-        if self.kind == "segmentation":
+        if self.kind == "segmentation" and not is_mask_column(self.column or "mask"):
+            raise ValueError(
+                f"task {self.name!r}: a segmentation task's column is 'mask' or 'mask_<name>' "
+                f"(a manifest column mask_<name>_path), got {self.column!r}"
+            )
+        if self.kind == "segmentation" and not self.column:
             object.__setattr__(self, "column", "mask")
         if self.kind == "denoise" and self.column:
             raise ValueError(f"task {self.name!r}: a denoise task has no label column")
@@ -100,7 +106,8 @@ class Task:
 
         classification: int64 class indices ``[B]`` from ``labels[name]`` (or
         ``labels[column]``); missing labels are -1 and invalid;
-        segmentation: the mask ``[B, 1, S, S]`` (0/1), valid where ``has_mask``;
+        segmentation: the mask ``[B, 1, S, S]`` (0/1) under ``column``, valid where
+        ``has_<column>``;
         denoise: the clean image ``[B, 1, S, S]``, all valid (the noisy input is made by the
         training step).
         """
@@ -108,7 +115,10 @@ class Task:
         if self.kind == "denoise":
             return image, torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
         if self.kind == "segmentation":
-            return batch["mask"], batch["has_mask"].to(torch.bool)
+            if self.column not in batch:
+                raise KeyError(f"task {self.name!r}: the batch has no mask {self.column!r}; "
+                               "give the dataset this task's TaskLabel")
+            return batch[self.column], batch[f"has_{self.column}"].to(torch.bool)
         labels = batch.get("labels", {})
         key = self.name if self.name in labels else self.column
         if key not in labels:

@@ -11,7 +11,10 @@ The folder holds:
   resized with OpenCV (bicubic by default, as in the paper) after the ``fit`` (``stretch``, the
   paper's, or ``pad``: letterbox to a square first, ``umsrep.data.geometry``); no normalization.
 - ``masks.npy``   uint8 [N, S, S] of 0/1, nearest-neighbour resized; zeros where no mask.
-- ``index.parquet`` the manifest rows in cache order plus ``has_mask`` (bool).
+- ``mask_<name>.npy`` the same for each further mask column ``mask_<name>_path`` of the
+  manifest (e.g. JSRT's ``mask_heart.npy``), listed in ``meta.json`` under ``extra_masks``.
+- ``index.parquet`` the manifest rows in cache order plus ``has_mask`` (bool) and
+  ``has_mask_<name>`` per further mask column.
 - ``quarantine.csv`` (``path, reason``) rows that failed to decode at prepare time.
 - ``meta.json``   size, key, dtype, interpolation, count, created (written last: its presence
   marks a complete cache).
@@ -26,7 +29,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 from umsrep.data.geometry import FITS, to_square
 from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
-from umsrep.data.manifest import load_manifest
+from umsrep.data.manifest import load_manifest, mask_columns
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,25 @@ INTERPOLATIONS = {
 
 @dataclass
 class Cache:
-    """A loaded cache: ``images``/``masks`` are read-only memory maps [N, S, S]."""
+    """A loaded cache: ``images``/``masks`` are read-only memory maps [N, S, S];
+    ``extra_masks`` maps a further mask's task column (``mask_heart``) to its memory map."""
 
     images: np.ndarray
     masks: np.ndarray
     index: pd.DataFrame
     meta: dict
     path: Path
+    extra_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def mask_array(self, column: str) -> np.ndarray:
+        """The masks [N, S, S] of a segmentation task's ``column`` (``mask`` or ``mask_<name>``)."""
+        if column == "mask":
+            return self.masks
+        if column not in self.extra_masks:
+            known = ", ".join(["mask", *self.extra_masks])
+            raise KeyError(f"{self.path}: no mask column {column!r} in the cache (has: {known}); "
+                           f"import the data with a {column}_path column")
+        return self.extra_masks[column]
 
 
 def _stat(path: object) -> list[int] | None:
@@ -80,24 +95,30 @@ def cache_key(manifest: pd.DataFrame, size: int, interpolation: str, fit: str = 
     ):
         mask = None if pd.isna(mask) else str(mask)
         h.update(json.dumps([str(sid), str(img), mask, _stat(img), _stat(mask)]).encode())
+    for column in list(mask_columns(manifest.columns).values())[1:]:  # absent: key unchanged
+        for sid, mask in manifest[["sample_id", column]].itertuples(index=False):
+            mask = None if pd.isna(mask) else str(mask)
+            h.update(json.dumps([column, str(sid), mask, _stat(mask)]).encode())
     return h.hexdigest()
 
 
-def _resize_one(job: tuple[str, str | None, int, int, str]):
-    """Worker: ``(image [S,S], mask [S,S] or None)`` or ``(None, reason)``."""
-    image_path, mask_path, size, interp, fit = job
+def _square_mask(mask_path: str, image_shape: tuple[int, int], size: int, fit: str) -> np.ndarray:
+    raw = binarize_mask(read_image(mask_path)[0])[0]
+    if raw.shape != image_shape:  # a mask file of another size covers the same image
+        raw = cv2.resize(raw, image_shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return to_square(raw, size, fit, cv2.INTER_NEAREST)
+
+
+def _resize_one(job: tuple[str, tuple[str | None, ...], int, int, str]):
+    """Worker: ``(image [S,S], [mask [S,S] or None per mask column])`` or ``(None, reason)``."""
+    image_path, mask_paths, size, interp, fit = job
     try:
         image, _ = read_image(image_path)
         image_shape = image.shape[:2]
         image = to_square(image, size, fit, interp)
-        mask = None
-        if mask_path is not None:
-            raw, _ = read_image(mask_path)
-            raw = binarize_mask(raw)[0]
-            if raw.shape != image_shape:  # a mask file of another size covers the same image
-                raw = cv2.resize(raw, image_shape[::-1], interpolation=cv2.INTER_NEAREST)
-            mask = to_square(raw, size, fit, cv2.INTER_NEAREST)
-        return image, mask
+        masks = [None if m is None else _square_mask(m, image_shape, size, fit)
+                 for m in mask_paths]
+        return image, masks
     except (ImageDecodeError, cv2.error, OSError) as exc:
         return None, str(exc)
 
@@ -135,36 +156,44 @@ def _to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _build(manifest: pd.DataFrame, size: int, interp: int, folder: Path, workers: int,
            fit: str = "stretch") -> dict:
     n = len(manifest)
-    masks_in = [None if pd.isna(m) else str(m) for m in manifest["mask_path"]]
-    jobs = [(str(p), m, size, interp, fit) for p, m in zip(manifest["image_path"], masks_in, strict=True)]
+    columns = mask_columns(manifest.columns)  # task column -> manifest column, "mask" first
+    jobs = [(str(image), tuple(None if pd.isna(m) else str(m) for m in ms), size, interp, fit)
+            for image, *ms in manifest[["image_path", *columns.values()]].itertuples(index=False)]
     dtype = _source_dtype(manifest)
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", dtype, (n, size, size))
-    masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (n, size, size))
-    good, has_mask, quarantine = [], [], []
-    for i, (image, mask_or_reason) in enumerate(_results(jobs, workers)):
+    files = {c: "masks.npy" if c == "mask" else f"{c}.npy" for c in columns}
+    masks = {c: np.lib.format.open_memmap(folder / f, "w+", np.uint8, (n, size, size))
+             for c, f in files.items()}
+    good, has = [], {c: [] for c in columns}
+    quarantine = []
+    for i, (image, masks_or_reason) in enumerate(_results(jobs, workers)):
         if image is None:
-            quarantine.append((jobs[i][0], mask_or_reason))
+            quarantine.append((jobs[i][0], masks_or_reason))
             continue
         if image.dtype == np.uint16 and dtype == np.uint8:
             dtype = np.dtype(np.uint16)
             images = _widen(images, folder, good)
         images[len(good)] = _to_dtype(image, dtype)
-        masks[len(good)] = 0 if mask_or_reason is None else mask_or_reason
+        for c, mask in zip(columns, masks_or_reason, strict=True):
+            masks[c][len(good)] = 0 if mask is None else mask
+            has[c].append(mask is not None)
         good.append(i)
-        has_mask.append(mask_or_reason is not None)
     images.flush()
-    masks.flush()
+    for column in masks:
+        masks[column].flush()
     del images, masks
     if len(good) < n:
-        _truncate(folder / "images.npy", len(good))
-        _truncate(folder / "masks.npy", len(good))
+        for f in ("images.npy", *files.values()):
+            _truncate(folder / f, len(good))
     index = manifest.iloc[good].reset_index(drop=True)
-    index["has_mask"] = np.array(has_mask, dtype=bool)
+    for c in columns:
+        index[f"has_{c}"] = np.array(has[c], dtype=bool)
     index.to_parquet(folder / "index.parquet", index=False)
     pd.DataFrame(quarantine, columns=["path", "reason"]).to_csv(folder / "quarantine.csv", index=False)
     for path, reason in quarantine:
         log.warning("cache: quarantined %s: %s", path, reason)
-    return {"count": len(good), "dtype": str(dtype), "quarantined": len(quarantine)}
+    return {"count": len(good), "dtype": str(dtype), "quarantined": len(quarantine),
+            "extra_masks": list(columns)[1:]}
 
 
 def _widen(images: np.ndarray, folder: Path, good: list[int]) -> np.ndarray:
@@ -241,6 +270,7 @@ def load_cache(path: str | Path) -> Cache:
     images = np.load(path / "images.npy", mmap_mode="r")
     masks = np.load(path / "masks.npy", mmap_mode="r")
     index = pd.read_parquet(path / "index.parquet")
-    if not len(images) == len(masks) == len(index):
+    extra = {c: np.load(path / f"{c}.npy", mmap_mode="r") for c in meta.get("extra_masks", [])}
+    if any(len(a) != len(index) for a in (images, masks, *extra.values())):
         raise ValueError(f"{path}: images/masks/index lengths differ; delete it and prepare again")
-    return Cache(images=images, masks=masks, index=index, meta=meta, path=path)
+    return Cache(images=images, masks=masks, index=index, meta=meta, path=path, extra_masks=extra)

@@ -18,12 +18,12 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from umsrep.data import MASK_COLUMN, is_mask_column
 from umsrep.data.cache import Cache
 
-MASK_COLUMN = "mask"
-
 # augment(image, mask) -> (image, mask); image tv_tensors.Image [1,S,S] float 0-1,
-# mask tv_tensors.Mask [1,S,S] uint8 0/1.
+# mask tv_tensors.Mask [C,S,S] uint8 0/1 (C = 1, plus one channel per further mask column a
+# task reads, so every mask moves with the image).
 Augment = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -31,7 +31,8 @@ Augment = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torc
 class TaskLabel:
     """Where a task's target comes from.
 
-    ``column``: a manifest label column, or ``"mask"`` for a segmentation task.
+    ``column``: a manifest label column, or for a segmentation task ``"mask"`` (the manifest's
+    ``mask_path``) or ``"mask_<name>"`` (its ``mask_<name>_path``, e.g. ``mask_heart``).
     ``classes``: class names in index order; a value is matched by ``str(value)`` and values not
     listed are missing (-1). ``None``: the column's integer value is the class index.
     """
@@ -42,8 +43,13 @@ class TaskLabel:
 
 def _label_array(index: pd.DataFrame, task: str, label: TaskLabel) -> np.ndarray:
     """int64 [N]: class index per row, -1 where the label is missing or not in ``classes``."""
-    if label.column == MASK_COLUMN:
-        return np.where(index["has_mask"].to_numpy(bool), 1, -1).astype(np.int64)
+    if is_mask_column(label.column):
+        flag = f"has_{label.column}"
+        if flag not in index.columns:
+            known = sorted(c[len("has_"):] for c in index.columns if c.startswith("has_mask"))
+            raise KeyError(f"task {task!r}: no mask column {label.column!r} in the cache; "
+                           f"known: {known}")
+        return np.where(index[flag].to_numpy(bool), 1, -1).astype(np.int64)
     if label.column not in index.columns:
         raise KeyError(
             f"task {task!r}: column {label.column!r} not in the cache index; "
@@ -63,7 +69,8 @@ def _label_array(index: pd.DataFrame, task: str, label: TaskLabel) -> np.ndarray
 class CachedDataset(Dataset):
     """Items of a cache: ``image`` [1,S,S] float32 mean-normalized, ``image_mean`` [],
     ``mask`` [1,S,S] float32 0/1 (zeros when absent), ``has_mask`` bool [], ``labels``
-    {task: int64 [] (-1 = missing)}, ``sample_id`` str.
+    {task: int64 [] (-1 = missing)}, ``sample_id`` str; and for each further mask column a
+    task reads (``mask_heart``), ``<column>`` [1,S,S] and ``has_<column>`` the same way.
     """
 
     def __init__(
@@ -80,6 +87,9 @@ class CachedDataset(Dataset):
         self.has_mask = cache.index["has_mask"].to_numpy(bool)
         self.sample_ids = cache.index["sample_id"].astype(str).tolist()
         self.labels = {t: _label_array(cache.index, t, lab) for t, lab in (tasks or {}).items()}
+        self.extra_masks = sorted({lab.column for lab in (tasks or {}).values()
+                                   if is_mask_column(lab.column) and lab.column != MASK_COLUMN})
+        self.extra_has = {c: cache.index[f"has_{c}"].to_numpy(bool) for c in self.extra_masks}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -88,19 +98,24 @@ class CachedDataset(Dataset):
         i = int(self.indices[item])
         image = torch.from_numpy(np.asarray(self.cache.images[i], dtype=np.float32))[None]
         image = image / self.scale
-        mask = torch.from_numpy(np.array(self.cache.masks[i]))[None]
+        masks = [self.cache.masks[i], *(self.cache.mask_array(c)[i] for c in self.extra_masks)]
+        mask = torch.from_numpy(np.stack(masks))
         if self.augment is not None:
             image, mask = self.augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         mean = image.mean()
-        return {
+        item = {
             "image": image - mean,
             "image_mean": mean,
-            "mask": mask.to(torch.float32),
+            "mask": mask[:1].to(torch.float32),
             "has_mask": torch.tensor(bool(self.has_mask[i])),
             "labels": {t: torch.tensor(arr[i]) for t, arr in self.labels.items()},
             "sample_id": self.sample_ids[i],
         }
+        for k, column in enumerate(self.extra_masks, start=1):
+            item[column] = mask[k : k + 1].to(torch.float32)
+            item[f"has_{column}"] = torch.tensor(bool(self.extra_has[column][i]))
+        return item
 
 
 def _clamp01(x: torch.Tensor) -> torch.Tensor:

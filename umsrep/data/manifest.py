@@ -13,11 +13,18 @@ image_path         string            absolute path of the image file
 mask_path          string, nullable  absolute path of the binary mask (0/255 or 0/1 PNG)
 =================  ================  =========================================================
 
+Further segmentation masks (optional, nullable strings, absolute paths like ``mask_path``) are
+columns ``mask_<name>_path``, e.g. JSRT's ``mask_heart_path`` and ``mask_clavicle_path``. A
+segmentation task names its mask as ``mask`` (``mask_path``) or ``mask_<name>``
+(``mask_<name>_path``); ``mask_columns`` lists a manifest's.
+
 Label columns (nullable; a missing value is a missing label, never a guessed one):
 
 - ``abnormal``  Int8 0/1 (Shenzhen, Montgomery, Kermany, RSNA ``Target``)
 - ``diagnosis`` string normal / bacterial / viral (Kermany)
 - ``boxes``     string, JSON list of ``[x, y, w, h]`` boxes in source pixels (RSNA; "[]" = none)
+- ``nodule``    Int64 0/1 (JSRT: ``JPCLN`` 1, ``JPCNN`` 0; JSRT sets no ``abnormal``, so a TB task
+  on ``abnormal`` never scores nodule labels when JSRT is an external lung test set)
 - generic imports declare their own: integer-valued columns are Int64, others string.
 
 Every other column is non-identifying metadata (``height``, ``width`` in source pixels,
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +57,14 @@ SPLITS = frozenset({"train", "val", "test"})
 DIAGNOSES = frozenset({"normal", "bacterial", "viral"})
 LABELS_KEY = b"umsrep.label_columns"
 _STRING_COLUMNS = ("sample_id", "patient_id", "dataset", "split", "image_path", "mask_path")
+_EXTRA_MASK = re.compile(r"^mask_[a-z0-9]+(?:_[a-z0-9]+)*_path$")
+
+
+def mask_columns(columns: Sequence[str]) -> dict[str, str]:
+    """Segmentation masks among ``columns``: ``{task column: manifest column}``, ``mask_path``
+    first, e.g. ``{"mask": "mask_path", "mask_heart": "mask_heart_path"}``."""
+    extra = sorted(c for c in columns if _EXTRA_MASK.match(c))
+    return {"mask": "mask_path", **{c[: -len("_path")]: c for c in extra}}
 
 
 def infer_label_dtype(col: pd.Series) -> pd.Series:
@@ -68,6 +84,8 @@ def _cast(df: pd.DataFrame, label_columns: Sequence[str]) -> pd.DataFrame:
     for col in _STRING_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
+        df[col] = df[col].astype("string")
+    for col in list(mask_columns(df.columns).values())[1:]:
         df[col] = df[col].astype("string")
     if "abnormal" in df.columns:
         df["abnormal"] = pd.to_numeric(df["abnormal"], errors="raise").astype("Int8")
@@ -146,7 +164,7 @@ def validate_manifest(df: pd.DataFrame, source: str | Path, label_columns: list[
     bad = df["split"].notna() & ~df["split"].isin(SPLITS)
     if bad.any():
         raise ValueError(f"{source}: column 'split' must be train/val/test, {_bad_rows(bad)}")
-    for col in ("image_path", "mask_path"):
+    for col in ("image_path", *mask_columns(df.columns).values()):
         vals = df[col].dropna()
         rel = pd.Series([not os.path.isabs(p) for p in vals], index=vals.index, dtype=bool)
         if rel.any():
@@ -185,7 +203,7 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a readable Parquet manifest ({exc})") from None
     labels = _labels_from_schema(table.schema, path)
     df = table.to_pandas()
-    for col in _STRING_COLUMNS:
+    for col in (*_STRING_COLUMNS, *list(mask_columns(df.columns).values())[1:]):
         if col in df.columns:
             df[col] = df[col].astype("string")
     validate_manifest(df, path, labels)

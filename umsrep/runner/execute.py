@@ -141,7 +141,8 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
         opts["ratios"] = {t.name: (r if i == 0 else 1.0) for i, t in enumerate(tasks)}
     strategy = STRATEGIES.get(strategy_name)(
         model, tasks, optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        noise_cfg=noise_cfg, device=ctx.device, amp=cfg.amp, noise_seed=seed, **opts,
+        noise_cfg=noise_cfg, device=ctx.device, precision=cfg.precision, noise_seed=seed,
+        **opts,
     )
     train_loaders = loaders_for(ctx, tasks, train_pos, train=True, batch_size=cfg.batch_size,
                                 seed=seed)

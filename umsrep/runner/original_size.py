@@ -5,7 +5,8 @@ so the Dice a head gets on cached masks says little about what a user sees when 
 mapped back onto the original radiograph. Here each predicted probability map ``[S, S]`` (0-1)
 is mapped back to the original mask's ``H x W`` (OpenCV bilinear, undoing the experiment's
 ``data.fit``: ``umsrep.data.geometry.from_square``), thresholded at 0.5 and compared with the
-original mask read from ``mask_path`` (``umsrep.data.io.load_mask``), after the optional
+original mask read from ``mask_path`` (``mask_<name>_path`` for a task on ``mask_<name>``;
+``umsrep.data.io.load_mask``), after the optional
 clean-up (``umsrep.derive.postprocess.clean_mask``). With ``tta`` (fits such as
 ``["pad", "stretch"]``) the original image (``image_path``) is read instead and the maps of
 every fit are averaged at the original size (``umsrep.derive.tta.segment_original``).
@@ -26,6 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from umsrep.data import mask_path_column
 from umsrep.data.geometry import from_square
 from umsrep.data.io import ImageDecodeError, load_image, load_mask
 from umsrep.derive.postprocess import clean_mask
@@ -109,7 +111,7 @@ def predict_probabilities(model, task: Task, loader: DataLoader,
         batch = move_batch(batch, device)
         logits = model(batch["image"], [task.name])[task.name].float()
         prob = torch.sigmoid(logits[:, 0]).cpu().numpy()
-        for sid, has, p in zip(batch["sample_id"], batch["has_mask"].cpu().numpy(), prob,
+        for sid, has, p in zip(batch["sample_id"], task.target(batch)[1].cpu().numpy(), prob,
                                strict=True):
             if has:
                 out[str(sid)] = p
@@ -149,7 +151,8 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
         size = next(iter(probs.values())).shape[-1] if probs else 0
         probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device)
         fit = "stretch"  # already at the original size: from_square is then a no-op resize
-    paths = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
+    paths = dict(zip(index["sample_id"].astype(str), index[mask_path_column(task.column)],
+                     strict=True))
     shapes = None
     if {"height", "width"} <= set(index.columns) and not tta:  # TTA maps are at image size
         hw = index[["height", "width"]].apply(pd.to_numeric, errors="coerce")

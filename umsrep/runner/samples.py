@@ -82,7 +82,7 @@ def segmentation_overlays(model, task: Task, batch: dict[str, Any]) -> list[np.n
     size, pics = x.shape[-1], []
     for i in range(x.shape[0]):
         img = cv2.cvtColor(_to_uint8((x + mean)[i, 0], size), cv2.COLOR_GRAY2BGR)
-        for mask, color in ((batch["mask"][i, 0] > 0.5, GREEN), (pred[i, 0], RED)):
+        for mask, color in ((task.target(batch)[0][i, 0] > 0.5, GREEN), (pred[i, 0], RED)):
             up = _upscale_mask(mask.cpu().numpy(), size)
             contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(img, contours, -1, color, 1)
@@ -117,7 +117,8 @@ def _first_batch(ctx, positions: np.ndarray, task: Task, n: int, device) -> dict
         return None
     ds = make_dataset(ctx, pos, [task], train=False)
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
-    for key in ("image", "image_mean", "mask"):
+    extra = [task.column] if task.kind == "segmentation" else []  # mask_<name> targets
+    for key in ("image", "image_mean", "mask", *extra):
         batch[key] = batch[key].to(device)
     return batch
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from umsrep.data import mask_path_column
 from umsrep.experiment import Experiment
 from umsrep.models.multitask import MultiTaskModel
 from umsrep.runner.data import RunData
@@ -52,13 +53,18 @@ def build_tasks(exp: Experiment, index: pd.DataFrame) -> dict[str, Task]:
     tasks = {}
     for tc in exp.tasks:
         classes = tc.classes
+        mask = tc.column or "mask"
+        if tc.kind == "segmentation" and not {f"has_{mask}", mask_path_column(mask)} & set(index):
+            known = sorted(c[len("has_"):] for c in index.columns if c.startswith("has_mask"))
+            raise ValueError(f"task {tc.name!r}: no mask column {mask!r} in the data (has: "
+                             f"{known}); import the masks as a {mask_path_column(mask)} column")
         if tc.kind == "classification" and classes is None:
             if tc.column not in index.columns:
                 raise ValueError(f"task {tc.name!r}: no label column {tc.column!r} in the data")
             values = index[tc.column].dropna().unique()
             classes = [str(v) for v in sorted(values, key=_sort_key)]
         tasks[tc.name] = Task(
-            name=tc.name, kind=tc.kind, column=tc.column if tc.kind == "classification" else "",
+            name=tc.name, kind=tc.kind, column=tc.column if tc.kind != "denoise" else "",
             classes=tuple(classes) if classes else None, head=tc.head,
             head_kwargs=dict(tc.head_kwargs), loss=tc.loss, loss_weight=tc.loss_weight,
         )
@@ -81,8 +87,7 @@ def make_dataset(ctx: StageContext, positions: np.ndarray, tasks: list[Task], tr
     from umsrep.data.dataset import CachedDataset, TaskLabel, build_cxr_augment
 
     labels = {
-        t.name: TaskLabel(column="mask" if t.kind == "segmentation" else t.column,
-                          classes=t.classes)
+        t.name: TaskLabel(column=t.column, classes=t.classes)
         for t in tasks if t.kind != "denoise"
     }
     augment = build_cxr_augment() if (train and ctx.exp.data.augment == "cxr") else None
@@ -95,8 +100,9 @@ def labelled(ctx: StageContext, positions: np.ndarray, task: Task) -> np.ndarray
     if task.kind == "denoise":
         return positions
     if task.kind == "segmentation":
-        has = index["mask_path"].notna().to_numpy() if "has_mask" not in index else index["has_mask"].to_numpy()
-        return positions[has[positions].astype(bool)]
+        flag = f"has_{task.column}"
+        has = index[flag] if flag in index else index[mask_path_column(task.column)].notna()
+        return positions[has.to_numpy()[positions].astype(bool)]
     col = index[task.column].iloc[positions]
     ok = col.notna().to_numpy() & col.astype(str).isin(task.classes or ()).to_numpy()
     return positions[ok]
@@ -166,7 +172,8 @@ def train_config(exp: Experiment, settings, hparams: dict[str, Any], device: str
         optimizer=s["optimizer"], weight_decay=float(s["weight_decay"]),
         patience=s["patience"], plateau_patience=s["plateau_patience"],
         plateau_factor=s["plateau_factor"], max_steps_per_epoch=s["max_steps_per_epoch"],
-        device=device, amp=s["amp"], seed=seed,
+        device=device, precision=s["precision"], channels_last=s["channels_last"],
+        val_every=s["val_every"], seed=seed,
     )
 
 

@@ -5,7 +5,7 @@
 ``step(batches) -> {"loss/<task>": float, "weight/<task>": float}``, ``optimizers``,
 ``state_dict``/``load_state_dict``, ``loss_weights()``.
 
-Options common to all: optimizer, lr, weight_decay, noise_cfg, device, amp, noise_seed,
+Options common to all: optimizer, lr, weight_decay, noise_cfg, device, precision, noise_seed,
 noisy_inputs. alternating: ratios. joint: weighting (fixed | uncertainty | gradnorm), weights,
 alpha, gradnorm_lr, gradnorm_layer.
 """

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from umsrep.models.multitask import MultiTaskModel
+from umsrep.precision import resolve_precision
 from umsrep.strategies._step import compute_losses, move_batch
 from umsrep.tasks import Task
 
@@ -73,7 +74,8 @@ class Strategy:
 
     ``tasks`` must name heads of ``model``. Optimizer settings are plain keywords so a sweep can
     set them; ``noise_cfg`` (``umsrep.noise.NoiseConfig``) is needed when a task is ``denoise``
-    or ``noisy_inputs`` is True. AMP is used only when ``amp`` and the device is CUDA.
+    or ``noisy_inputs`` is True. ``precision`` (``umsrep.precision``: auto | fp32 | bf16 |
+    fp16) sets autocast and the GradScaler.
     """
 
     name = ""
@@ -88,7 +90,7 @@ class Strategy:
         weight_decay: float = 0.0,
         noise_cfg: Any = None,
         device: str | torch.device = "cpu",
-        amp: bool = False,
+        precision: str = "fp32",
         noise_seed: int = 0,
         noisy_inputs: bool = False,
     ) -> None:
@@ -102,9 +104,10 @@ class Strategy:
             )
         self.model = model
         self.device = torch.device(device)
-        self.amp = bool(amp) and self.device.type == "cuda"
-        self.channels_last = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.precision = resolve_precision(precision, self.device)
+        self.amp = self.precision.autocast
+        self.channels_last = False  # the loop sets it with the model's memory format
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(noise_seed)
         self.noise_cfg = noise_cfg
@@ -156,7 +159,8 @@ class Strategy:
             present = [n for n in names if counts[n] > 0]
             if not present:
                 continue
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.precision.dtype,
+                                enabled=self.amp):
                 out = compute_losses(
                     self.model,
                     batch,

@@ -38,6 +38,17 @@ class LoopState:
     stop: bool = False
     best_metric: float | None = None
     checkpoint_dir: Path | None = None
+    val_every: int = 1  # validation runs on every N-th epoch and on the last one
+    last_epoch: int | None = None
+
+    def validation_epoch(self) -> bool:
+        """Whether this epoch is validated (every ``val_every``-th epoch and the last one)."""
+        return (self.epoch + 1) % self.val_every == 0 or self.epoch == self.last_epoch
+
+    def has_monitor(self) -> bool:
+        """Whether hooks should read the monitored value this epoch: on validated epochs
+        always (a misspelt monitor then raises in ``monitored``), between them when present."""
+        return self.validation_epoch() or self.monitor in self.metrics
 
     def monitored(self) -> float:
         if self.monitor not in self.metrics:
@@ -89,6 +100,8 @@ class ValidationHook(Hook):
 
     @torch.no_grad()
     def after_epoch(self, state: LoopState) -> None:
+        if not state.validation_epoch():
+            return
         strategy = state.strategy
         state.model.eval()
         gen = torch.Generator(device=strategy.device)
@@ -146,12 +159,16 @@ class PlateauHook(Hook):
         if not self.schedulers:
             self.schedulers = {
                 k: torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    opt, mode=state.mode, factor=self.factor, patience=self.patience
+                    # patience in epochs; the scheduler counts validations
+                    opt, mode=state.mode, factor=self.factor,
+                    patience=max(1, math.ceil(self.patience / state.val_every)),
                 )
                 for k, opt in state.strategy.optimizers.items()
             }
 
     def after_epoch(self, state: LoopState) -> None:
+        if not state.has_monitor():
+            return
         value = state.monitored()
         for key, sched in self.schedulers.items():
             sched.step(value)
@@ -176,11 +193,13 @@ class EarlyStoppingHook(Hook):
         self.bad_epochs = 0
 
     def after_epoch(self, state: LoopState) -> None:
+        if not state.has_monitor():
+            return
         value = state.monitored()
         if state.better(value, self.best):
             self.best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
+        else:  # epochs since the last validation (val_every), so patience stays in epochs
+            self.bad_epochs += state.val_every
         if self.bad_epochs >= self.patience:
             logger.info(
                 "early stopping at epoch %d: %s has not improved for %d epochs",
@@ -209,6 +228,8 @@ class BestWeightsHook(Hook):
         self.weights: dict[str, torch.Tensor] | None = None
 
     def after_epoch(self, state: LoopState) -> None:
+        if not state.has_monitor():
+            return
         value = state.monitored()
         if state.better(value, self.best):
             self.best, self.best_epoch = value, state.epoch

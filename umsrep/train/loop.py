@@ -60,8 +60,9 @@ class TrainConfig:
     monitor: str = "val/loss"  # a key of the epoch metrics (train/..., val/...)
     mode: Literal["min", "max"] = "min"
     device: str = "cpu"
-    amp: bool = True  # autocast + GradScaler, CUDA only
-    channels_last: bool = True  # CUDA only
+    precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (umsrep/precision.py)
+    channels_last: bool = True  # NHWC model and batches
+    val_every: int = 1  # validate every N epochs (and after the last); patience stays in epochs
     seed: int = 0
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     val_metrics: bool = False  # also compute task metrics on validation each epoch
@@ -90,7 +91,7 @@ def strategy_options(cfg: TrainConfig) -> dict[str, Any]:
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "device": cfg.device,
-        "amp": cfg.amp,
+        "precision": cfg.precision,
         "noise_seed": cfg.seed,
     }
 
@@ -151,6 +152,15 @@ def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float) ->
     )
 
 
+def _summary(metrics: Mapping[str, float]) -> str:
+    """One short line per epoch: losses, main validation metrics, time."""
+    keys = [k for k in metrics if k == "train/loss" or k == "val/loss" or k.startswith("val/")
+            and k.count("/") == 2 and not k.startswith("val/loss/")]
+    parts = [f"{k}={metrics[k]:.4g}" for k in keys]
+    parts.append(f"{metrics.get('train/images', 0):.0f} img in {metrics.get('train/epoch_s', 0):.1f} s")
+    return " ".join(parts)
+
+
 def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader]) -> list[Hook]:
     hooks: list[Hook] = []
     if val_loaders:
@@ -183,16 +193,17 @@ def fit(
             f"{device}; build it with strategy_options(cfg)"
         )
     model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    strategy.channels_last = device.type == "cuda" and cfg.channels_last
+    strategy.channels_last = cfg.channels_last
     monitor = cfg.monitor
     if not val_loaders and monitor.startswith("val/"):
         logger.info("no validation data: monitoring train/loss instead of %s", monitor)
         monitor = "train/loss"
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     state = LoopState(
-        model=model, strategy=strategy, monitor=monitor, mode=cfg.mode, checkpoint_dir=ckpt_dir
+        model=model, strategy=strategy, monitor=monitor, mode=cfg.mode, checkpoint_dir=ckpt_dir,
+        val_every=max(1, cfg.val_every), last_epoch=cfg.epochs - 1,
     )
     own = default_hooks(cfg, val_loaders)
     reporters = [h for h in hooks if isinstance(h, ReportHook)]
@@ -215,11 +226,12 @@ def fit(
         state.history.append(state.metrics)
         for hook in all_hooks:
             hook.after_epoch(state)
-        logger.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in state.metrics.items()})
+        logger.info("epoch %d: %s", epoch, _summary(state.metrics))
         if ckpt_dir is not None:
             _save(ckpt_dir / LAST, state, all_hooks, wall_before + time.perf_counter() - t0)
-        for hook in reporters:
-            hook.after_epoch(state)
+        if state.validation_epoch() or state.stop:  # Ray/Tune see validated epochs only
+            for hook in reporters:
+                hook.after_epoch(state)
         if state.stop:
             break
     for hook in all_hooks:

@@ -3,7 +3,8 @@
 ``IMPORTERS`` maps a name to ``fn(root: Path, **options) -> Candidates`` (see ``_base``);
 ``run_import`` runs one, checks every file, and writes ``OUT.parquet`` (the manifest),
 ``OUT.quarantine.csv`` (``path, reason`` of every file set aside, written even when empty) and,
-for datasets whose masks are merged from parts (Montgomery), ``OUT.masks/<sample_id>_mask.png``.
+for datasets whose masks are merged from parts (Montgomery, JSRT), ``OUT.masks/<sample_id>_mask.png``
+(``<sample_id>_mask_<name>.png`` for a further mask column ``mask_<name>_path``).
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def _collect(found: Candidates, out: Path, workers: int | None):
             log.info(note)
         if checked.row is None:
             continue
-        if checked.merged_mask is not None:
-            checked.row["mask_path"] = str(
-                write_merged_mask(checked.merged_mask, masks_dir, str(checked.row["sample_id"]))
-            )
+        for column, mask in checked.merged.items():
+            checked.row[column] = str(write_merged_mask(
+                mask, masks_dir, str(checked.row["sample_id"]), column[: -len("_path")]
+            ))
         rows.append(checked.row)
     return rows, quarantine
 
@@ -97,7 +98,9 @@ def run_import(name: str, root: str | Path, out: str | Path, **options) -> Impor
     found: Candidates = importer(root, **options)
     rows, quarantine = _collect(found, out, workers)
     frame = pd.DataFrame(rows)
-    for col in ("sample_id", "patient_id", "dataset", "split", "image_path", "mask_path"):
+    extra_masks = sorted({col for cand in found.items for col in cand.extra_masks})
+    for col in ("sample_id", "patient_id", "dataset", "split", "image_path", "mask_path",
+                *extra_masks):
         if col not in frame.columns:
             frame[col] = pd.Series([pd.NA] * len(frame), dtype="string")
     for col in found.label_columns:
@@ -113,6 +116,6 @@ def run_import(name: str, root: str | Path, out: str | Path, **options) -> Impor
 
 
 # Register the built-in importers (each module decorates its function with IMPORTERS.register).
-from umsrep.data.importers import generic, kermany, montgomery, rsna, shenzhen  # noqa: E402, F401
+from umsrep.data.importers import generic, jsrt, kermany, montgomery, rsna, shenzhen  # noqa: E402, F401
 
 __all__ = ["IMPORTERS", "Candidate", "Candidates", "ImportReport", "run_import"]
