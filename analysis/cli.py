@@ -10,7 +10,7 @@ from pathlib import Path
 
 from analysis.load import RunFolderError
 from analysis.report import ReportOptions, write_report
-from analysis.stats import DEFAULT_IOU_THRESHOLD
+from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="McNemar is exact binomial when discordant pairs are fewer than this",
     )
     parser.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=BOOTSTRAP_RESAMPLES,
+        help="resamples of the paired bootstrap on the test set",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the paired bootstrap (reproducible intervals)"
+    )
+    parser.add_argument(
         "--paper-reference",
         type=Path,
         default=None,
@@ -43,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = ReportOptions(
-        split=args.split, iou_threshold=args.iou_threshold, exact_below=args.exact_below
+        split=args.split,
+        iou_threshold=args.iou_threshold,
+        exact_below=args.exact_below,
+        n_resamples=args.bootstrap_resamples,
+        seed=args.seed,
     )
     paper = json.loads(args.paper_reference.read_text()) if args.paper_reference else None
     if paper is None:  # an experiment may carry the paper's published figures itself
@@ -67,7 +80,8 @@ def _config_paper_reference(run_dirs) -> dict | None:
         cfg = Path(run_dir) / "config.yaml"
         if cfg.exists():
             ref = ((yaml.safe_load(cfg.read_text()) or {}).get("experiment") or {}).get(
-                "paper_reference")
+                "paper_reference"
+            )
             if ref:
                 return ref
     return None

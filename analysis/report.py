@@ -12,9 +12,11 @@ import pandas as pd
 
 from analysis import _html, figures
 from analysis.cost import cost_summary, stage_costs
+from analysis.environment import environment_section
 from analysis.export import export_tables
 from analysis.load import RunData, load_runs
-from analysis.stats import DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
+from analysis.significance import significance_table
+from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
 from analysis.tables import (
     DEFAULT_PRIMARY_METRICS,
     denoise_table,
@@ -31,6 +33,8 @@ TABLE_CAPTIONS = {
     "metric_summary": "Test metrics per task and strategy (long format)",
     "denoising": "Denoising quality per noise level over folds (Table 2)",
     "mcnemar": "McNemar tests, Holm-corrected per task",
+    "significance": "Corrected resampled t-tests (val folds), paired bootstraps and McNemar tests "
+    "(test set) of every pair of strategies; Holm-corrected per task, metric and test",
     "cost_stages": "Compute cost per stage (Tables 4/6/8/10)",
     "cost_summary": "Shared approach vs baseline: totals, % reduction, marginal cost of one more task",
 }
@@ -39,31 +43,49 @@ TABLE_CAPTIONS = {
 @dataclass(frozen=True)
 class ReportOptions:
     """split: which predictions/metrics to report; iou_threshold: segmentation correctness for
-    McNemar; exact_below: discordant pairs under which McNemar is exact; max_gallery: images
-    shown per gallery kind."""
+    McNemar; exact_below: discordant pairs under which McNemar is exact; n_resamples, seed: of
+    the paired bootstrap; max_gallery: images shown per gallery kind."""
 
     split: str = "test"
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
     exact_below: int = 25
     alpha: float = 0.05
     primary_metrics: tuple[str, ...] = DEFAULT_PRIMARY_METRICS
+    n_resamples: int = BOOTSTRAP_RESAMPLES
+    seed: int = 0
     max_gallery: int = 12
 
 
 def build_tables(
     data: RunData, options: ReportOptions = ReportOptions()
 ) -> dict[str, pd.DataFrame]:
-    """Every table of the report, by name (the names of :data:`TABLE_CAPTIONS`)."""
+    """Every table of the report, by name (the names of :data:`TABLE_CAPTIONS`).
+
+    ``significance`` has the columns of :data:`analysis.significance.COLUMNS`, with a leading
+    ``run`` column only when the report covers several runs.
+    """
     summary = metric_summary(data.metrics, data.predictions, options.split)
     tests = pairwise_mcnemar(
         data.predictions, options.split, options.iou_threshold, options.exact_below, options.alpha
     )
+    significance = significance_table(
+        data.metrics,
+        data.predictions,
+        tests,
+        options.split,
+        options.iou_threshold,
+        options.n_resamples,
+        options.seed,
+    )
+    if len(data.runs) == 1:
+        significance = significance.drop(columns="run")
     return {
         "overview": overview_table(summary, tests, options.primary_metrics),
         "metrics": paper_table(summary),
         "metric_summary": summary,
         "denoising": denoise_table(data.metrics, options.split),
         "mcnemar": tests,
+        "significance": significance,
         "cost_stages": stage_costs(data.stages),
         "cost_summary": cost_summary(data.stages),
     }
@@ -108,8 +130,35 @@ def _metric_sections(
         f"Exact binomial test under {opt.exact_below} discordant pairs, chi-square with continuity correction "
         f"otherwise; * = significant at {opt.alpha:g} after Holm correction within each task."
     )
-    return note + "".join(bars), sig_note + (
+    return note + "".join(bars), _significance_intro(t, opt) + sig_note + (
         "".join(sig) or _html.paragraph("No paired test predictions.")
+    )
+
+
+def _significance_intro(t: dict[str, pd.DataFrame], opt: ReportOptions) -> str:
+    """One sentence per test on the question it answers, then the table of all three."""
+    items = [
+        "<b>corrected_t</b> (split val): would the difference hold if the whole k-fold "
+        "experiment were repeated on new data from the same source (corrected resampled t-test, "
+        "Nadeau &amp; Bengio 2003, on the k held-out-fold values, its variance widened by "
+        "1/k + n_test/n_train because the folds share training images)?",
+        f"<b>bootstrap</b> (split {html.escape(opt.split)}): how large is the difference on "
+        "this external test set, and how far could it move with another draw of test images "
+        f"(paired bootstrap over images, {opt.n_resamples} resamples, seed {opt.seed}, 95% "
+        "percentile interval of the mean per-image Dice or IoU, accuracy or AUC difference)?",
+        f"<b>mcnemar</b> (split {html.escape(opt.split)}): on the same test images, does one "
+        "of these trained models get right significantly more of the images the other gets "
+        "wrong (right: the predicted class, or for segmentation an IoU of at least "
+        f"{opt.iou_threshold:g})?",
+    ]
+    return (
+        f"<ul>{''.join(f'<li>{i}</li>' for i in items)}</ul>"
+        + _html.paragraph(
+            "diff = mean_a - mean_b; p_holm is Holm-corrected within each task, metric and "
+            "test; the bootstrap has an interval and p but no test statistic; an empty p means "
+            "the test could not be computed (fewer than two folds, no spread between folds)."
+        )
+        + _html.table(t["significance"], "significance", TABLE_CAPTIONS["significance"])
     )
 
 
@@ -197,7 +246,7 @@ def render_report(
     sections = [
         ("overview", "Overview", _overview(tables)),
         ("metrics", "Metrics per task", bars),
-        ("significance", "Significance (McNemar)", sig),
+        ("significance", "Significance", sig),
         ("cost", "Compute cost", _cost_section(tables, many)),
     ]
     if len(tables["denoising"]):
@@ -209,7 +258,7 @@ def render_report(
     table_html = "".join(
         _html.table(df, name, TABLE_CAPTIONS[name], collapsed=name != "metrics")
         for name, df in tables.items()
-        if name != "overview"
+        if name not in ("overview", "significance")
     )
     if paper_reference:
         table_html += _html.table(
@@ -219,6 +268,7 @@ def render_report(
             collapsed=True,
         )
     sections.append(("tables", "Tables", table_html))
+    sections.append(("environment", "Environment", environment_section(data)))
     body = "".join(_html.section(a, title, content) for a, title, content in sections)
     title = "UMS-Rep report: " + ", ".join(data.runs)
     return _html.page(title, [(a, t) for a, t, _ in sections], body)

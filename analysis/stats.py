@@ -1,30 +1,34 @@
-"""McNemar's test between every pair of strategies (baseline included), per task, with Holm's
-correction across each task's family of comparisons.
+"""Significance tests between strategies: the corrected resampled t-test over cross-validation
+folds, a paired bootstrap over test images, and McNemar's test on paired correct/wrong
+decisions, with Holm's correction across a family of comparisons.
 
-Pairing: the two strategies' test predictions are inner-joined on (fold, sample_id), so each
-fold's model contributes its own paired observations and only samples both strategies predicted
-are compared. Correctness is ``y_true == y_pred`` for classification. For segmentation the unit
-is the image: an image counts as correct when its IoU is at least ``iou_threshold`` (default
-0.9, chosen because lung-field IoUs in the paper are 0.94-0.98, so 0.9 separates usable masks
-from failed ones). A per-pixel test is not possible from ``predictions.parquet``, which keeps
-one IoU per image and no masks.
+McNemar pairing: the two strategies' test predictions are inner-joined on (fold, sample_id), so
+each fold's model contributes its own paired observations and only samples both strategies
+predicted are compared. Correctness is ``y_true == y_pred`` for classification. For segmentation
+the unit is the image: an image counts as correct when its IoU is at least ``iou_threshold``
+(default ``umsrep.schema.SEGMENTATION_CORRECT_IOU``, the same rule training-time evaluation
+writes into ``y_pred``; its docstring gives the value and the reason). A per-pixel test is not
+possible from ``predictions.parquet``, which keeps one IoU per image and no masks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from analysis.tables import order_strategies
+from umsrep.schema import SEGMENTATION_CORRECT_IOU
 
 EXACT = "exact binomial"
 CHI2 = "chi-square (continuity corrected)"
-DEFAULT_IOU_THRESHOLD = 0.9
+DEFAULT_IOU_THRESHOLD = SEGMENTATION_CORRECT_IOU
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,139 @@ def compute_mcnemar(b: int, c: int, exact_below: int = 25) -> McNemarResult:
 
 
 def holm(p_values: np.ndarray | list[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Holm-corrected p-values and the reject-at-alpha mask (statsmodels ``multipletests``)."""
+    """Holm-corrected p-values and the reject-at-alpha mask.
+
+    The i-th smallest of m p-values becomes ``(m - i + 1) * p``, made non-decreasing along the
+    sorted order and capped at 1 (Holm 1979; what statsmodels' ``multipletests(method="holm")``
+    returns, without the garbage collection it runs on every call). NaN p-values (a test that
+    could not be computed) stay NaN, are never rejected and do not count towards m.
+    """
     p = np.asarray(p_values, dtype=float)
-    if p.size == 0:
-        return p, np.zeros(0, dtype=bool)
-    reject, corrected, _, _ = multipletests(p, alpha=alpha, method="holm")
-    return corrected, reject
+    corrected = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    scaled = (m - np.arange(m)) * p[order]
+    corrected[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return corrected, ~np.isnan(corrected) & (corrected <= alpha)
+
+
+@dataclass(frozen=True)
+class CorrectedTResult:
+    """mean: mean fold difference; ci_low/ci_high: its corrected t-interval; df = k - 1."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    statistic: float
+    p_value: float
+    df: int
+
+
+def compute_corrected_t(
+    differences: np.ndarray | list[float], test_train_ratio: float, confidence: float = 0.95
+) -> CorrectedTResult:
+    """The corrected resampled t-test (Nadeau & Bengio 2003) on paired per-fold differences.
+
+    ``t = mean(d) / sqrt((1/k + n_test/n_train) * var(d, ddof=1))``, two-sided p from Student's
+    t with ``k - 1`` degrees of freedom. The ``n_test/n_train`` term widens the plain paired
+    t-test's ``1/k``: the folds' training sets overlap, so their scores are correlated and the
+    plain test is far too confident. The interval is ``mean ± t_{k-1} * se`` with the same
+    standard error. Fewer than two folds, or differences with zero variance, give NaN.
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    k = len(d)
+    mean = float(d.mean()) if k else float("nan")
+    var = float(d.var(ddof=1)) if k > 1 else 0.0
+    if k < 2 or var == 0.0:
+        return CorrectedTResult(mean, np.nan, np.nan, np.nan, np.nan, max(k - 1, 0))
+    se = float(np.sqrt((1.0 / k + test_train_ratio) * var))
+    t = mean / se
+    half = float(sps.t.ppf(0.5 + confidence / 2, df=k - 1)) * se
+    p = float(2 * sps.t.sf(abs(t), df=k - 1))
+    return CorrectedTResult(mean, mean - half, mean + half, t, p, k - 1)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Observed statistic of A, of B and their difference; percentile interval of the
+    difference; two-sided bootstrap p; resamples whose statistic was defined."""
+
+    value_a: float
+    value_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_resamples: int
+
+
+Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def mean_over_images(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` ``[k, n]`` (k fold models x n images) over the models and the images,
+    each image counted as often as ``weights`` ``[B, n]`` says: one value per resample, ``[B]``."""
+    return (values @ weights.T).mean(axis=0) / weights.sum(axis=1)
+
+
+def auc_over_images(y_true: np.ndarray) -> Statistic:
+    """Mean over fold models of the ROC AUC of scores ``[k, n]`` with images weighted by
+    ``weights`` ``[B, n]``: the weighted Mann-Whitney form, P(score of a positive > score of a
+    negative) + P(tie) / 2. NaN for a resample with one class only. ``y_true`` ``[n]``: 0/1."""
+    pos = np.asarray(y_true) == 1
+
+    def statistic(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        w_pos, w_neg = weights[:, pos], weights[:, ~pos]
+        pairs = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+        aucs = []
+        for s in scores:  # one fold model at a time keeps memory at n_pos x n_neg
+            above = s[pos][:, None] - s[~pos][None, :]
+            wins = (above > 0) + 0.5 * (above == 0)
+            aucs.append(((w_pos @ wins) * w_neg).sum(axis=1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.mean(aucs, axis=0) / pairs
+
+    return statistic
+
+
+def compute_paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    statistic: Statistic = mean_over_images,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> BootstrapResult:
+    """Paired bootstrap over images of ``statistic(a) - statistic(b)``.
+
+    ``a`` and ``b`` are ``[k, n]`` (or ``[n]``): the per-image values of k fold models on the
+    same n images, in the same order. Each resample draws n images with replacement and uses the
+    same draw for A and B, so the pairing is kept; ``statistic(values, weights)`` sees the draw
+    as how often each image was drawn, ``weights`` ``[B, n]``. The interval is the percentile
+    interval; the p-value is two-sided, ``2 * min(P*(diff <= 0), P*(diff >= 0))`` with the usual
+    +1 in numerator and denominator, so it is below 1 - confidence when the interval excludes 0.
+    The seed makes every call reproducible on its own, whatever ran before it.
+    """
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    n = a.shape[1]
+    once = np.ones((1, n))
+    value_a, value_b = float(statistic(a, once)[0]), float(statistic(b, once)[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
+    weights = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    weights = weights.astype(float)  # float @ float runs in BLAS; int does not
+    diffs = statistic(a, weights) - statistic(b, weights)
+    diffs = diffs[~np.isnan(diffs)]
+    m = len(diffs)
+    if m == 0:
+        return BootstrapResult(value_a, value_b, value_a - value_b, np.nan, np.nan, np.nan, 0)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    below, above = (1 + np.sum(diffs <= 0)) / (m + 1), (1 + np.sum(diffs >= 0)) / (m + 1)
+    p = float(min(1.0, 2 * min(below, above)))
+    return BootstrapResult(value_a, value_b, value_a - value_b, float(low), float(high), p, m)
 
 
 def correctness(
@@ -68,7 +199,7 @@ def correctness(
     return predictions.assign(correct=predictions["y_true"] == predictions["y_pred"], unit="sample")
 
 
-def _pair_strategies(strategies: list[str]) -> list[tuple[str, str]]:
+def pair_strategies(strategies: list[str]) -> list[tuple[str, str]]:
     """Strategy pairs, baseline always second so 'A vs baseline' reads as a gain."""
     return list(combinations(order_strategies(strategies), 2))
 
@@ -90,7 +221,7 @@ def pairwise_mcnemar(
     for (run, task), g in preds.groupby(["run", "task"], sort=False):
         g = correctness(g, iou_threshold)
         family = []
-        for a, b in _pair_strategies(list(dict.fromkeys(g["strategy"]))):
+        for a, b in pair_strategies(list(dict.fromkeys(g["strategy"]))):
             pair = g[g["strategy"] == a].merge(
                 g[g["strategy"] == b], on=["fold", "sample_id"], suffixes=("_a", "_b")
             )

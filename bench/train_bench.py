@@ -1,162 +1,228 @@
-"""Training throughput of the shared approach vs the separate-model baseline (issue 3).
+"""Training throughput: the model's raw step speed vs the same model trained as a real stage.
 
-CXR heterogeneous scenario on random 0-1 images: a ``cdae`` backbone with a ``seg_cdae`` lung
-head and a ``classification`` abnormality head.
+For the CXR backbone + heads of ``sweeps/cxr_public.yaml`` (CDAE, lung ``seg_cdae`` with skips,
+abnormality classification head, joint strategy), at each ``--sizes`` (128 and 256 px):
 
-1. images/s of backbone + heads under each strategy (independent, alternating, joint with fixed
-   and with GradNorm weights) at each size (64 and 256 px by default);
-2. trainable parameters and time per epoch (same number of images) of the shared approach
-   (denoising backbone trained once + heads under the independent strategy) vs the baseline
-   (a separate denoiser + a separate segmentation model + a separate classifier, each trained
-   from scratch; the task models read the denoiser's output, paper Figure 4), as ratios from
-   this one run.
+1. **raw**: images/s of bare training steps (forward + backward + optimizer) on random batches
+   held in memory, in fp32, channels_last, bf16 autocast and channels_last + bf16, all threads;
+2. **stage**: the same model trained as a real stage on synthetic CXRs of that size
+   (``umsrep.data.synthetic``), once through the runner in this process (``umsrep train``'s
+   path) and once through Ray Train (a TorchTrainer with one worker given every CPU, as a
+   one-stage wave gets), with the experiment's own precision and memory format. Throughput is
+   training images / the loop's wall time: steps, validation, checkpoint and the report to
+   Ray included (Ray's worker start-up and the final test scoring are printed apart).
 
-images/s counts distinct images consumed per second: under ``alternating`` each step trains
-one task on its batch, under the others every task sees every batch.
+``--check`` exits 1 when ``in-stage/raw`` (the Ray stage's rate over the best raw rate, at the
+first size) is below ``--target`` (0.6); its last line is ``in-stage/raw <ratio>``.
 
-Run: ``python bench/train_bench.py`` (a few minutes on 2 CPU cores), ``--smoke-test`` for a
-seconds-long check. Timings exclude one warm-up step per measurement.
+    python bench/train_bench.py --check                  # ~5 min on a 2-core CPU
+    python bench/train_bench.py --sizes 128 --images 256 --epochs 3
+    python bench/train_bench.py --smoke-test             # seconds: tiny sizes, code path only
+
+A timing is only meaningful on an otherwise idle machine: the script prints the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import json
+import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from umsrep.models import MultiTaskModel, build_backbone, build_head, build_separate_model
-from umsrep.models.multitask import count_trainable_params
-from umsrep.noise import NoiseConfig
-from umsrep.strategies import DenoisedInput, build_strategy
-from umsrep.tasks import Task
-from umsrep.train.loop import run_epoch
+import torch  # noqa: E402
 
-SEG = Task(name="lung", kind="segmentation", head="seg_cdae")
-CLS = Task(name="abnormal", kind="classification", column="abnormal", classes=("no", "yes"))
-DEN = Task(name="denoise", kind="denoise")
-NOISE = NoiseConfig()
-STRATEGIES = {
-    "independent": {},
-    "alternating": {},
-    "joint-fixed": {"weighting": "fixed"},
-    "joint-gradnorm": {"weighting": "gradnorm"},
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {  # name: (channels_last, precision)
+    "fp32": (False, "fp32"),
+    "channels_last": (True, "fp32"),
+    "bf16": (False, "bf16"),
+    "channels_last+bf16": (True, "bf16"),
 }
 
 
-class RandomCxr(Dataset):
-    """``n`` random items shaped like ``CachedDataset``'s (mask and label on every item)."""
+def bench_experiment(size: int, images: int, epochs: int, batch: int, source: Path) -> dict:
+    """The scenario file's model and training settings on ``images`` synthetic CXRs."""
+    import yaml
 
-    def __init__(self, n: int, size: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.images = torch.rand(n, 1, size, size, generator=g)
-        self.masks = (torch.rand(n, 1, size, size, generator=g) > 0.5).float()
-        self.labels = torch.randint(0, 2, (n,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        mean = self.images[i].mean()
-        return {
-            "image": self.images[i] - mean,
-            "image_mean": mean,
-            "mask": self.masks[i],
-            "has_mask": torch.tensor(True),
-            "labels": {"abnormal": self.labels[i]},
-            "sample_id": str(i),
-        }
-
-
-def shared_model(preset: str) -> MultiTaskModel:
-    backbone = build_backbone("cdae", preset=preset)
-    heads = {
-        t.name: build_head(t.head, backbone, num_classes=t.num_classes, preset=preset)
-        for t in (SEG, CLS)
-    }
-    return MultiTaskModel(backbone, heads)
+    cfg = yaml.safe_load(source.read_text())
+    cfg.pop("base", None)
+    cfg = {k: v for k, v in cfg.items() if k not in ("search", "paper_reference", "sweeps")}
+    cfg["name"] = "train-bench"
+    cfg["data"] = {"image_size": size, "fit": cfg.get("data", {}).get("fit", "stretch"),
+                   "train": [{"synthetic": "cxr", "n": images, "seed": 0}]}
+    cfg["folds"] = {"k": 5, "run": 1, "val_fraction": 0.1, "stratify": "abnormal"}
+    cfg["backbone"] = {**cfg["backbone"], "pretrain": "none"}
+    cfg["backbone"].pop("train", None)
+    cfg["tasks"] = [t for t in cfg["tasks"] if t["name"] in ("lung", "abnormal")]
+    joint = [s for s in cfg["strategies"] if s["name"] == "joint"] or [{"name": "joint"}]
+    cfg["strategies"] = joint
+    cfg["baseline"] = {"enabled": False}
+    cfg["train"] = {**cfg["train"], "epochs": epochs, "batch_size": batch, "patience": 0,
+                    "plateau_patience": 0}
+    cfg["evaluation"] = {}
+    cfg["resources"] = {"num_workers": 1, "cpus_per_worker": 1.0, "cpus_per_trial": 0.25}
+    return cfg
 
 
-def timed_epoch(model, tasks, strategy: str, loaders, steps: int, **options) -> tuple[float, int]:
-    """(seconds, images) of ``steps`` training steps after one warm-up step."""
-    strat = build_strategy(strategy, model, tasks, noise_cfg=NOISE, **options)
-    run_epoch(strat, loaders, max_steps=1)
-    start = time.perf_counter()
-    logs = run_epoch(strat, loaders, max_steps=steps)
-    return time.perf_counter() - start, int(logs["train/images"])
+def raw_throughput(exp, size: int, batch: int, steps: int) -> dict[str, float]:
+    """images/s of bare joint steps on the experiment's model, per VARIANTS entry."""
+    from umsrep.models import MultiTaskModel, build_backbone, build_head
+    from umsrep.noise import NoiseConfig
+    from umsrep.strategies import build_strategy
+    from umsrep.tasks import Task
 
-
-def throughput(size: int, preset: str, steps: int, batch: int) -> None:
-    loader = DataLoader(RandomCxr(batch * (steps + 1), size), batch_size=batch)
-    loaders = {"lung": loader, "abnormal": loader}
-    for name, options in STRATEGIES.items():
+    tasks = [Task(name=t.name, kind=t.kind, column=t.column if t.kind == "classification" else "",
+                  classes=("0", "1") if t.kind == "classification" else None, head=t.head,
+                  head_kwargs=dict(t.head_kwargs), loss=t.loss) for t in exp.tasks]
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(batch, 1, size, size, generator=g) - 0.5
+    batch_d = {"image": img, "image_mean": torch.zeros(batch),
+               "mask": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
+               "has_mask": torch.ones(batch, dtype=torch.bool),
+               "labels": {"abnormal": torch.randint(0, 2, (batch,), generator=g)}}
+    out = {}
+    for name, (cl, precision) in VARIANTS.items():
         torch.manual_seed(0)
-        model = shared_model(preset)
-        strategy = name.split("-")[0]
-        seconds, images = timed_epoch(model, [SEG, CLS], strategy, loaders, steps, **options)
-        print(
-            f"{size:>4} px  {name:<15} {images / seconds:8.1f} images/s  "
-            f"trainable {count_trainable_params(model):>9,}"
-        )
+        kw = {"preset": exp.backbone.preset, "width": exp.backbone.width}
+        bb = build_backbone(exp.backbone.name, **kw, **exp.backbone.kwargs)
+        model = MultiTaskModel(bb, {t.name: build_head(t.head, bb, num_classes=t.num_classes,
+                                                       **kw, **t.head_kwargs) for t in tasks})
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        opts = dict(exp.strategies[0].options)
+        strat = build_strategy("joint", model, tasks, lr=1e-3, precision=precision,
+                               noise_cfg=NoiseConfig(), **opts)
+        strat.channels_last = cl
+        strat.train_mode()
+        batches = {t.name: batch_d for t in tasks}
+        strat.step(batches)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            strat.step(batches)
+        out[name] = batch * steps / (time.perf_counter() - t0)
+    return out
 
 
-def shared_vs_baseline(size: int, preset: str, steps: int, batch: int) -> None:
-    loader = DataLoader(RandomCxr(batch * (steps + 1), size), batch_size=batch)
-    torch.manual_seed(0)
-    # shared: the backbone is pretrained once (denoising), then both heads (independent)
-    backbone = build_backbone("cdae", preset=preset)
-    pre = MultiTaskModel(backbone, {"denoise": build_head("denoise", backbone, preset=preset)})
-    t_pre, _ = timed_epoch(pre, [DEN], "joint", {"denoise": loader}, steps)
-    p_pre = count_trainable_params(pre)
-    for t in (SEG, CLS):
-        pre.add_head(t.name, build_head(t.head, backbone, num_classes=t.num_classes, preset=preset))
-    t_heads, _ = timed_epoch(
-        pre, [SEG, CLS], "independent", {"lung": loader, "abnormal": loader}, steps
-    )
-    p_heads = count_trainable_params(pre)  # backbone now frozen: the heads only
-    shared_s, shared_p = t_pre + t_heads, p_pre + p_heads
-    # baseline: separate denoiser, then a separate model per task on its output
-    denoiser = build_separate_model("denoise", preset=preset, task_name="denoise")
-    base_s, _ = timed_epoch(denoiser, [DEN], "joint", {"denoise": loader}, steps)
-    base_p = count_trainable_params(denoiser)
-    for t in (SEG, CLS):
-        sep = build_separate_model(
-            t.kind, preset=preset, num_classes=t.num_classes, task_name=t.name
-        )
-        model = DenoisedInput(denoiser, sep)
-        seconds, _ = timed_epoch(model, [t], "joint", {t.name: loader}, steps)
-        base_s += seconds
-        base_p += count_trainable_params(model)
-    print(f"{size:>4} px  shared   {shared_s:7.2f} s/epoch  {shared_p:>10,} trainable params")
-    print(f"{size:>4} px  baseline {base_s:7.2f} s/epoch  {base_p:>10,} trainable params")
-    print(
-        f"{size:>4} px  shared/baseline: time {shared_s / base_s:.2f}, "
-        f"params {shared_p / base_p:.2f}  (epoch = {steps} steps x {batch} images per model)"
-    )
+def stage_rate(result: dict) -> dict[str, float]:
+    """Throughput and overhead of one stage from its result.json."""
+    hist_images = result["train_images"]
+    steps_s = sum(result["epoch_s"])
+    return {"rate": hist_images / result["wall_s"], "steps_rate": hist_images / steps_s,
+            "overhead": 1.0 - steps_s / result["wall_s"], "wall_s": result["wall_s"],
+            "total_s": result.get("total_s", float("nan")), "epochs": result["epochs"],
+            "images": hist_images}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--preset", default="default", help="paper | default | tiny")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--smoke-test", action="store_true", help="tiny preset, 32 px, 1 step")
-    args = parser.parse_args()
+def plain_stage(run) -> dict[str, float]:
+    from umsrep.runner.stage import run_stage
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    stage = run.plan.by_id()["f0-joint"]
+    return stage_rate(run_stage(run.ctx, stage, out_dir=run.run_dir / "plain"))
+
+
+def ray_stage(run, exp, threads: int) -> tuple[dict[str, float], float]:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from umsrep.train.worker import train_loop_per_worker
+
+    stage = run.plan.by_id()["f0-joint"]
+    out = run.run_dir / "ray"
+    t0 = time.perf_counter()
+    TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"experiment": exp.to_dict(), "run_dir": str(run.run_dir),
+                           "store_dir": str(run.ctx.store_dir),
+                           "stage": dataclasses.asdict(stage), "hparams": {},
+                           "out_dir": str(out), "use_gpu": False, "threads": threads},
+        scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                               resources_per_worker={"CPU": threads}),
+        run_config=ray.train.RunConfig(name=f"bench-{time.time_ns()}",
+                                       storage_path=str(run.run_dir / "rt")),
+    ).fit()
+    total = time.perf_counter() - t0
+    result = json.loads((out / "result.json").read_text())
+    return stage_rate(result), total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--images", type=int, nargs="+", default=[320, 96],
+                   help="synthetic training images per size (same order as --sizes)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=6, help="timed raw steps per variant")
+    p.add_argument("--experiment", type=Path, default=ROOT / "sweeps" / "cxr_public.yaml")
+    p.add_argument("--no-ray", action="store_true", help="skip the Ray Train stage")
+    p.add_argument("--check", action="store_true", help="exit 1 below --target")
+    p.add_argument("--target", type=float, default=0.6)
+    p.add_argument("--smoke-test", action="store_true", help="32 px, 24 images, 1 epoch")
+    args = p.parse_args(argv)
     if args.smoke_test:
-        args.sizes, args.preset, args.steps, args.batch = [32], "tiny", 1, 2
-    torch.set_num_threads(args.threads)
-    print(
-        f"cpu, torch threads {args.threads}, "
-        f"preset {args.preset}, batch {args.batch}, {args.steps} timed steps"
-    )
-    for size in args.sizes:
-        throughput(size, args.preset, args.steps, args.batch)
-    for size in args.sizes:
-        shared_vs_baseline(size, args.preset, args.steps, args.batch)
+        args.sizes, args.images, args.epochs, args.steps, args.batch = [32], [24], 2, 1, 4
+    if not args.experiment.exists():
+        args.experiment = ROOT / "sweeps" / "cxr_real_small.yaml"
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    from umsrep.experiment import load_experiment
+    from umsrep.precision import cpu_has_native_bf16
+    from umsrep.runner.local import prepare_run
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    print(f"cpu threads {threads}, native bf16 {cpu_has_native_bf16()}, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, model from {args.experiment.name}")
+    ratios = []
+    ray_on = False
+    for size, n in zip(args.sizes, args.images + args.images[-1:] * len(args.sizes), strict=False):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = bench_experiment(size, n, args.epochs, args.batch, args.experiment)
+            cfg["data"]["cache_dir"] = str(Path(tmp) / "cache")
+            exp = load_experiment(data=copy.deepcopy(cfg), check_paths=False)
+            raw = raw_throughput(exp, size, args.batch, args.steps)
+            best = max(raw, key=raw.get)
+            print(f"\n{size} px raw steps (batch {args.batch}): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in raw.items())
+                  + f" images/s; best {best}; the stage uses precision "
+                  f"{exp.train.precision}, channels_last {exp.train.channels_last}")
+            run = prepare_run(exp, Path(tmp) / "runs")
+            plain = plain_stage(run)
+            print(f"{size} px stage, runner : {plain['rate']:.1f} images/s of loop wall "
+                  f"({plain['steps_rate']:.1f} in the steps; validation + checkpoint "
+                  f"{plain['overhead']:.0%} of the loop), {plain['epochs']} epochs of "
+                  f"{plain['images'] // max(plain['epochs'], 1)} images, stage total "
+                  f"{plain['total_s']:.1f} s")
+            ratio_plain = plain["rate"] / raw[best]
+            if not args.no_ray:
+                import ray
+
+                if not ray_on:
+                    ray.init(address="local", num_cpus=threads, configure_logging=False,
+                             log_to_driver=False, include_dashboard=False)
+                    ray_on = True
+                rs, total = ray_stage(run, exp, threads)
+                print(f"{size} px stage, Ray    : {rs['rate']:.1f} images/s of loop wall "
+                      f"({rs['steps_rate']:.1f} in the steps; validation + checkpoint + "
+                      f"report {rs['overhead']:.0%}), TorchTrainer total {total:.1f} s "
+                      f"(start-up and test scoring {total - rs['wall_s']:.1f} s)")
+                ratios.append(rs["rate"] / raw[best])
+            else:
+                ratios.append(ratio_plain)
+            print(f"{size} px in-stage/raw: runner {ratio_plain:.2f}, "
+                  f"{'Ray ' + format(ratios[-1], '.2f') if not args.no_ray else ''}")
+    print(f"in-stage/raw {ratios[0]:.2f}")
+    return 1 if args.check and ratios[0] < args.target else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,7 +34,7 @@ from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_js
 log = logging.getLogger(__name__)
 
 RESERVED = ("stage_id", "run_dir", "train_name", "out_dir", "pack", "queue", "wave",
-            "pack_size")
+            "pack_size", "threads")
 
 
 def template_of(stage: Stage) -> str:
@@ -56,7 +56,7 @@ def stage_trial(config: dict[str, Any]) -> None:
     common = {
         "experiment": setup["experiment"], "run_dir": setup["run_dir"],
         "store_dir": setup["store_dir"], "use_gpu": res["use_gpu"],
-        "threads": max(1, int(round(res["cpus_per_worker"]))),
+        "threads": int(config.get("threads") or max(1, round(res["cpus_per_worker"]))),
         "fault_injection": setup.get("fault_injection"),
     }
     if "pack" in config:  # a pack: stages from the wave's queue, each with its own hparams
@@ -165,6 +165,22 @@ class RayDriver:
             n = min(n, max(1, int(gpus // (r.num_workers * r.gpus_per_worker))))
         return n
 
+    def threads(self, running: int) -> int:
+        """Intra-op threads per Train worker when ``running`` Train runs share the machine.
+
+        A worker uses the CPUs it was given (rounded, at least 1); when fewer runs than the
+        machine has room for are running (a wave of one stage, the tail of a wave), the idle
+        share is spread over the running ones, never beyond one node's CPUs.
+        """
+        import ray
+
+        r = self.exp.resources
+        own = max(1, round(r.cpus_per_worker))
+        free = self.concurrency() / max(1, running)
+        node_cpus = max((n.get("Resources", {}).get("CPU", 1.0) for n in ray.nodes()
+                         if n.get("Alive")), default=1.0)
+        return int(max(own, min(node_cpus, round(r.cpus_per_worker * free))))
+
     def run_all(self) -> Path:
         waves = self.run.plan.waves()
         swept = {template_of(s) for s in self.sweep_templates()}
@@ -213,11 +229,15 @@ class RayDriver:
             queue = ray.remote(num_cpus=0)(StageQueue).options(name=name).remote(
                 [s.id for s in order])
             space = {"pack": tune.grid_search(list(range(n_packs))), "queue": name, "wave": i,
-                     "pack_size": len(stages), "setup": self.setup()}
+                     "pack_size": len(stages), "threads": self.threads(n_packs),
+                     "setup": self.setup()}
             print(f"[umsrep] wave {i}: {len(stages)} stages in {n_packs} packed Train runs",
                   flush=True)
         else:
-            space = {"stage_id": tune.grid_search([s.id for s in stages]), "setup": self.setup()}
+            space = {"stage_id": tune.grid_search([s.id for s in stages]),
+                     "threads": self.threads(n_packs), "setup": self.setup()}
+        print(f"[umsrep] wave {i}: {n_packs} Train run(s) at once, "
+              f"{space['threads']} torch thread(s) per worker", flush=True)
         tuner = tune.Tuner(
             tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial}),
             param_space=space,

@@ -1,7 +1,8 @@
 """A realistic synthetic run folder (schema in ``umsrep/schema.py``), written the way the runner
 writes one: the CXR heterogeneous scenario with a denoising backbone, lung segmentation and
 abnormality classification, three strategies plus the baseline, k folds sharing one external
-test set, Tune trials and a small PNG gallery."""
+test set (split "test"), each fold also scored on its own held-out part of the fine-tuning set
+(split "val", ``n_val`` images per fold), Tune trials and a small PNG gallery."""
 
 from __future__ import annotations
 
@@ -63,12 +64,22 @@ def _stages(n_folds: int, rng: np.random.Generator, strategies: tuple[str, ...])
 
 
 def _predictions(
-    n_folds: int, n_test: int, rng: np.random.Generator, strategies: tuple[str, ...]
+    n_folds: int,
+    n_test: int,
+    rng: np.random.Generator,
+    strategies: tuple[str, ...],
+    split: str = "test",
+    prefix: str = "mc",
 ) -> pd.DataFrame:
+    """Every fold model scores the same ``n_test`` images (split "test"), or fold j scores its
+    own ``n_test`` held-out images ``<prefix>-<j>-<i>`` (split "val")."""
     y_true = rng.integers(0, 2, n_test)
-    ids = [f"mc-{i:03d}" for i in range(n_test)]
     rows = []
     for fold in range(n_folds):
+        ids = [
+            f"{prefix}-{fold}-{i:03d}" if split == "val" else f"{prefix}-{i:03d}"
+            for i in range(n_test)
+        ]
         for s in (*strategies, "baseline"):
             right = rng.random(n_test) < ACCURACY.get(s, 0.86)
             y_pred = np.where(right, y_true, 1 - y_true)
@@ -80,7 +91,7 @@ def _predictions(
                         "fold": fold,
                         "strategy": s,
                         "task": CLS,
-                        "split": "test",
+                        "split": split,
                         "sample_id": ids[i],
                         "y_true": y_true[i],
                         "y_pred": y_pred[i],
@@ -93,7 +104,7 @@ def _predictions(
                         "fold": fold,
                         "strategy": s,
                         "task": SEG,
-                        "split": "test",
+                        "split": split,
                         "sample_id": ids[i],
                         "y_true": 1,
                         "y_pred": int(iou[i] >= 0.5),
@@ -106,7 +117,7 @@ def _predictions(
 
 def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
-    for (fold, s, task), g in preds.groupby(["fold", "strategy", "task"]):
+    for (split, fold, s, task), g in preds.groupby(["split", "fold", "strategy", "task"]):
         if task == SEG:
             values = {
                 "iou": g["iou"].mean(),
@@ -120,7 +131,7 @@ def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.
                 "fold": fold,
                 "strategy": s,
                 "task": task,
-                "split": "test",
+                "split": split,
                 "metric": m,
                 "value": v,
                 "noise": "",
@@ -198,6 +209,7 @@ def make_run_folder(
     name: str = "cxr-hetero",
     n_folds: int = 5,
     n_test: int = 40,
+    n_val: int = 12,
     seed: int = 0,
     strategies: tuple[str, ...] = STRATEGIES,
     trials: bool = True,
@@ -215,6 +227,10 @@ def make_run_folder(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     _stages(n_folds, rng, strategies).to_parquet(run_dir / "stages.parquet")
     preds = _predictions(n_folds, n_test, rng, strategies)
+    # its own generator, so the test-split values stay those of a fixture without "val" rows
+    val_rng = np.random.default_rng(seed + 1)
+    val = _predictions(n_folds, n_val, val_rng, strategies, split="val", prefix="sz")
+    preds = pd.concat([preds, val], ignore_index=True)
     preds.to_parquet(run_dir / "predictions.parquet")
     _metrics(preds, n_folds, rng).to_parquet(run_dir / "metrics.parquet")
     if trials:

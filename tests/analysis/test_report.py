@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
@@ -33,6 +34,18 @@ def strip_plotlyjs(html: str) -> str:
 
 def figure_ids(html: str) -> list[str]:
     return re.findall(r'class="report-figure" data-figure="([^"]+)"', html)
+
+
+def figure_layouts(html: str) -> dict[str, dict]:
+    """Each figure's layout, decoded from its ``Plotly.newPlot(id, data, layout, ...)`` call,
+    so tests read text the way the browser does, whether plotly wrote it raw (with orjson
+    installed) or as \\uXXXX escapes (without)."""
+    decoder, layouts = json.JSONDecoder(), {}
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*', html):
+        _, end = decoder.raw_decode(html, m.end())
+        sep = re.compile(r"\s*,\s*").match(html, end)
+        layouts[m.group(1)], _ = decoder.raw_decode(html, sep.end())
+    return layouts
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +99,72 @@ def test_cli_writes_report_and_tables(run_dir, tmp_path, capsys):
     assert json.loads((tables / "mcnemar.json").read_text())[0]["method"]
 
 
+SIGNIFICANCE_COLUMNS = [
+    "task",
+    "metric",
+    "split",
+    "a",
+    "b",
+    "test",
+    "mean_a",
+    "mean_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "p",
+    "p_holm",
+]
+
+
+def test_cli_writes_the_significance_table(run_dir, tmp_path):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([str(run_dir), "-o", str(tmp_path / "r.html"), "--seed", "3"])
+    assert cli.run(args) == 0
+    sig = pd.read_csv(tmp_path / "r_tables" / "significance.csv")
+    assert list(sig.columns) == SIGNIFICANCE_COLUMNS
+
+
+def test_significance_rows_are_sensible(report, run_dir):
+    sig = pd.read_csv(report.parent / "tables" / "significance.csv")
+    assert list(sig.columns) == SIGNIFICANCE_COLUMNS
+    for task, g in sig.groupby("task"):
+        assert set(g["test"]) == {"corrected_t", "bootstrap", "mcnemar"}, task
+        # 4 models: 6 pairs in every family, the baseline always second
+        assert (g.groupby(["metric", "test"]).size() == 6).all()
+        assert "baseline" not in set(g["a"])
+    assert set(sig.loc[sig["test"] == "corrected_t", "split"]) == {"val"}
+    assert set(sig.loc[sig["test"] != "corrected_t", "split"]) == {"test"}
+    assert sig["p"].between(0, 1).all() and sig["p_holm"].between(0, 1).all()
+    assert (sig["p_holm"] >= sig["p"] - 1e-12).all()
+    np.testing.assert_allclose(sig["diff"], sig["mean_a"] - sig["mean_b"], atol=1e-9)
+    ci = sig.dropna(subset=["ci_low"])
+    assert (ci["ci_low"] <= ci["diff"] + 1e-12).all() and (
+        ci["diff"] <= ci["ci_high"] + 1e-12
+    ).all()
+    assert ci["test"].isin(["corrected_t", "bootstrap"]).all()
+    # the fixture's independent model is right 90% of the time, the baseline 74%
+    row = sig.query("task == 'abnormality' and metric == 'accuracy' and test == 'bootstrap'")
+    row = row.query("a == 'independent' and b == 'baseline'").iloc[0]
+    assert row["ci_low"] > 0
+    # corrected t means are the fold means of the run's own val metrics
+    m = pd.read_parquet(run_dir / "metrics.parquet")
+    m = m[(m["split"] == "val") & (m["task"] == "abnormality") & (m["metric"] == "accuracy")]
+    row = sig.query("task == 'abnormality' and metric == 'accuracy' and test == 'corrected_t'")
+    row = row.query("a == 'independent' and b == 'baseline'").iloc[0]
+    assert row["mean_a"] == pytest.approx(m.loc[m["strategy"] == "independent", "value"].mean())
+    assert row["mean_b"] == pytest.approx(m.loc[m["strategy"] == "baseline", "value"].mean())
+
+
+def test_report_says_what_each_test_answers(report):
+    html = report.read_text()
+    section = html[html.index('id="significance"') : html.index('id="cost"')]
+    for test in ("corrected_t", "bootstrap", "mcnemar"):
+        assert f"<li><b>{test}</b>" in section
+    assert "Nadeau" in section and 'download="significance.csv"' in section
+
+
 def test_cli_reports_a_broken_run_folder(make_run, tmp_path, capsys):
     run = make_run(trials=False, samples=False)
     (run / "metrics.parquet").unlink()
@@ -106,11 +185,16 @@ def test_report_scales_to_many_strategies_folds_and_runs(make_run, tmp_path):
         )
         for k in range(2)
     ]
-    out = write_report(runs, tmp_path / "big.html")
+    out = write_report(runs, tmp_path / "big.html", tables_dir=tmp_path / "big_tables")
     ids = figure_ids(out.read_text())
     # per run: 2 tasks x (metrics + significance) + cost + denoising; one figure per task keeps each small
     assert len(ids) == 2 * 6
-    assert "site-0 · abnormality" in out.read_text()
+    titles = {k: v["title"]["text"] for k, v in figure_layouts(out.read_text()).items()}
+    assert titles["m-site-0-abnormality"] == "site-0 · abnormality"
+    # rows of two runs need telling apart: the significance table gains a run column
+    sig = pd.read_csv(tmp_path / "big_tables" / "significance.csv")
+    assert list(sig.columns) == ["run", *SIGNIFICANCE_COLUMNS]
+    assert set(sig["run"]) == {"site-0", "site-1"}
 
 
 # --- headless Chromium ---

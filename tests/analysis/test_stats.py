@@ -1,9 +1,20 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binom
+from scipy.stats import binom, ttest_rel
+from statsmodels.stats.multitest import multipletests
 
-from analysis.stats import CHI2, EXACT, compute_mcnemar, holm, pairwise_mcnemar
+from analysis.stats import (
+    CHI2,
+    EXACT,
+    auc_over_images,
+    compute_corrected_t,
+    compute_mcnemar,
+    compute_paired_bootstrap,
+    holm,
+    mean_over_images,
+    pairwise_mcnemar,
+)
 
 
 def test_mcnemar_exact_branch_matches_binomial_by_hand():
@@ -83,12 +94,134 @@ def test_segmentation_unit_is_image_at_iou_threshold():
     assert (loose["only_a_correct"], loose["only_b_correct"]) == (0, 1)
 
 
-def test_holm_applies_within_each_task_family(run_dir):
-    from analysis.load import load_runs
+def test_holm_applies_within_each_task_family():
+    # 20 samples: independent right on all, joint wrong on 0-3, baseline wrong on 0-9
+    ind = _preds("independent", [True] * 20)
+    joint = _preds("joint", [i >= 4 for i in range(20)])
+    base = _preds("baseline", [i >= 10 for i in range(20)])
+    # a second task with one pair: independent right on all, baseline wrong on 0-9
+    other = [
+        _preds("independent", [True] * 20, task="t2"),
+        _preds("baseline", [i >= 10 for i in range(20)], task="t2"),
+    ]
+    out = pairwise_mcnemar(pd.concat([ind, joint, base, *other])).set_index(["task", "a", "b"])
+    # exact binomial p = 2 * 0.5**(b + c) when one side has no discordant pairs:
+    # ind-joint (4, 0): 2/16 = 0.125; ind-base (10, 0): 2/1024; joint-base (6, 0): 2/64
+    pairs = [("independent", "joint"), ("independent", "baseline"), ("joint", "baseline")]
+    cls = out.loc["cls"].loc[pairs]
+    np.testing.assert_allclose(cls["p"], [0.125, 0.001953125, 0.03125])
+    # Holm by hand: sorted 0.001953125 * 3 = 0.005859375, 0.03125 * 2 = 0.0625, 0.125 * 1
+    np.testing.assert_allclose(cls["p_holm"], [0.125, 0.005859375, 0.0625])
+    assert cls["significant"].tolist() == [False, True, False]
+    # the other task is a family of one: not multiplied by the first task's 3 (or 4) tests
+    assert out.loc[("t2", "independent", "baseline"), "p_holm"] == pytest.approx(0.001953125)
 
-    out = pairwise_mcnemar(load_runs([run_dir]).predictions)
-    for _, fam in out.groupby("task"):
-        assert len(fam) == 6  # 4 models -> 6 pairs
-        expected, _ = holm(fam["p"].to_numpy())
-        np.testing.assert_allclose(fam["p_holm"], expected)
-        assert (fam["significant"] == (fam["p_holm"] < 0.05)).all()
+
+def test_holm_leaves_untestable_comparisons_out_of_the_family():
+    corrected, reject = holm([0.01, np.nan, 0.02])
+    # m = 2: 0.01 * 2 = 0.02, 0.02 * 1 = 0.02
+    np.testing.assert_allclose(corrected, [0.02, np.nan, 0.02])
+    assert reject.tolist() == [True, False, True]
+    assert holm([])[0].size == 0
+
+
+def test_holm_matches_statsmodels():
+    p = [0.2, 0.001, 0.04, 0.04, 0.5, 0.011]
+    np.testing.assert_allclose(holm(p)[0], multipletests(p, method="holm")[1])
+
+
+# --- corrected resampled t-test (Nadeau & Bengio 2003) ---
+
+D = [0.02, 0.03, 0.01, 0.04, 0.05]  # per-fold differences, k = 5
+
+
+def test_corrected_t_matches_a_hand_computation():
+    # mean 0.03; var(ddof=1) = (1e-4 + 0 + 4e-4 + 1e-4 + 4e-4) / 4 = 2.5e-4;
+    # n_test/n_train = 20/80 = 0.25; se = sqrt((1/5 + 0.25) * 2.5e-4) = sqrt(1.125e-4)
+    # = 0.03 / sqrt(8), so t = sqrt(8) = 2.8284271.
+    # Student t, 4 df: F(t) = 1/2 + sin(a)/2 * (1 + cos(a)^2 / 2) with tan(a) = t / 2 = sqrt(2),
+    # sin(a)^2 = 2/3, so p = 2 (1 - F) = 1 - (7/6) sqrt(2/3) = 1 - 7 sqrt(6) / 18 = 0.0474207.
+    # 95% interval: 0.03 -+ 2.7764451 (t table, 4 df) * 0.0106066 = [0.0005514, 0.0594486].
+    res = compute_corrected_t(D, test_train_ratio=0.25)
+    assert res.mean == pytest.approx(0.03)
+    assert res.statistic == pytest.approx(2.8284271, abs=1e-6)
+    assert res.p_value == pytest.approx(0.0474207, abs=1e-6)
+    assert res.df == 4
+    assert (res.ci_low, res.ci_high) == pytest.approx((0.0005514, 0.0594486), abs=1e-6)
+
+
+def test_corrected_t_without_the_correction_is_the_paired_t_test():
+    # n_test/n_train = 0 leaves 1/k: t = 0.03 / sqrt(2.5e-4 / 5) = 3 sqrt(2) = 4.2426407;
+    # tan(a)^2 = 4.5, sin(a) = 3 / sqrt(11): p = 1 - (3 / sqrt(11)) (12 / 11)
+    # = 1 - 36 / (11 sqrt(11)) = 0.0132356
+    res = compute_corrected_t(D, test_train_ratio=0.0)
+    assert res.statistic == pytest.approx(4.2426407, abs=1e-6)
+    assert res.p_value == pytest.approx(0.0132356, abs=1e-6)
+    ref = ttest_rel(np.array(D) + 0.5, np.full(5, 0.5))  # the reference library agrees
+    assert res.p_value == pytest.approx(ref.pvalue)
+
+
+def test_corrected_t_is_antisymmetric_and_nan_when_undefined():
+    flipped = compute_corrected_t([-d for d in D], 0.25)
+    assert flipped.statistic == pytest.approx(-2.8284271, abs=1e-6)
+    assert flipped.p_value == pytest.approx(0.0474207, abs=1e-6)
+    assert np.isnan(compute_corrected_t([0.02], 0.25).p_value)  # one fold
+    assert np.isnan(compute_corrected_t([0.02, 0.02, 0.02], 0.25).p_value)  # no spread
+
+
+# --- paired bootstrap ---
+
+
+def test_mean_and_auc_statistics_by_hand():
+    values = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])  # 2 fold models x 3 images
+    weights = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])  # draw counts of 2 resamples
+    # resample 1: (2 + 4) / 2 = 3; resample 2: image 0 only: (1 + 3) / 2 = 2
+    np.testing.assert_allclose(mean_over_images(values, weights), [3.0, 2.0])
+    auc = auc_over_images(np.array([0, 0, 1, 1]))
+    # the scikit-learn docs' example: 3 of 4 positive-negative pairs ordered right
+    assert auc(np.array([[0.1, 0.4, 0.35, 0.8]]), np.ones((1, 4)))[0] == pytest.approx(0.75)
+    # a tie counts one half: (1 + 0.5 + 1 + 1) / 4
+    assert auc(np.array([[0.1, 0.5, 0.5, 0.8]]), np.ones((1, 4)))[0] == pytest.approx(0.875)
+    # negative 0.1 drawn twice: pairs weigh 2 * 3; right: 0.35>0.1 (2), 0.8>0.1 (2), 0.8>0.4 (1)
+    got = auc(np.array([[0.1, 0.4, 0.35, 0.8]]), np.array([[2.0, 1.0, 1.0, 1.0]]))[0]
+    assert got == pytest.approx(5 / 6)
+    assert np.isnan(auc(np.array([[0.1, 0.4, 0.35, 0.8]]), np.array([[1.0, 1.0, 0.0, 0.0]]))[0])
+
+
+def test_bootstrap_of_a_clearly_positive_difference_excludes_zero():
+    b = np.linspace(0.80, 0.90, 50)
+    d = 0.05 + 0.01 * np.sin(np.arange(50))  # every image better by 0.04 to 0.06
+    res = compute_paired_bootstrap(b + d, b, n_resamples=2000, seed=0)
+    assert res.diff == pytest.approx(np.mean(d))
+    assert (res.value_a, res.value_b) == pytest.approx((np.mean(b + d), 0.85))
+    assert 0.04 <= res.ci_low < res.diff < res.ci_high <= 0.06
+    # no resample has a difference <= 0: p = 2 * (1 + 0) / (2000 + 1)
+    assert res.p_value == pytest.approx(2 / 2001)
+    assert res.n_resamples == 2000
+
+
+def test_bootstrap_of_a_zero_mean_difference_covers_zero():
+    b = np.linspace(0.5, 0.9, 40)
+    d = np.tile([0.1, -0.1], 20)  # mean exactly 0
+    res = compute_paired_bootstrap(b + d, b, seed=0)
+    assert res.diff == pytest.approx(0.0, abs=1e-12)
+    assert res.ci_low < 0 < res.ci_high
+    assert res.p_value > 0.5
+
+
+def test_bootstrap_keeps_the_pairing():
+    # images differ a lot, the two strategies by exactly 0.01 on each: an unpaired resampling
+    # would give a wide interval, the paired one none
+    b = np.linspace(0.0, 1.0, 30)
+    res = compute_paired_bootstrap(b + 0.01, b, seed=3)
+    assert (res.ci_low, res.ci_high) == pytest.approx((0.01, 0.01))
+
+
+def test_bootstrap_is_reproducible_with_its_seed():
+    rng = np.random.default_rng(7)
+    a, b = rng.random((3, 25)), rng.random((3, 25))
+    first, again = compute_paired_bootstrap(a, b, seed=1), compute_paired_bootstrap(a, b, seed=1)
+    assert first == again
+    other = compute_paired_bootstrap(a, b, seed=2)
+    assert (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
+    assert other.diff == first.diff  # the observed difference does not depend on the seed

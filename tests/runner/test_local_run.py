@@ -52,6 +52,15 @@ def test_run_folder_is_complete(local_run):
         assert (path and (pd.io.common.file_exists(path + "/model.pt")))
 
 
+def test_run_folder_records_its_environment(local_run):
+    import torch
+
+    _, _, run_dir = local_run
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["ray"] and env["python"]
+    assert env["packages"]
+
+
 def test_independent_head_trains_only_the_head(local_run):
     _, _, run_dir = local_run
     stages = pd.read_parquet(run_dir / "stages.parquet").set_index(["strategy", "task"])

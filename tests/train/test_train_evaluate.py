@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 
-from umsrep.metrics import compute_iou_per_image
 from umsrep.noise import NoiseConfig
+from umsrep.schema import SEGMENTATION_CORRECT_IOU
 from umsrep.train.evaluate import evaluate, noise_levels, predict
 
 
@@ -47,16 +47,32 @@ def test_predict_rows_follow_the_schema_and_skip_missing_targets():
     assert set(cls["sample_id"]) == {ds.ids[i] for i in np.flatnonzero(ds.labels >= 0)}
 
 
-def test_segmentation_counts_as_correct_at_iou_half():
-    model = make_model(TASKS[:1]).eval()
-    ds = ToyCxr(6)
-    seg = predict(model, TASKS[0], DataLoader(ds, batch_size=6))
-    with torch.no_grad():
-        x = torch.stack([ds[i]["image"] for i in range(6)])
-        pred = (torch.sigmoid(model(x, ["lung"])["lung"][:, 0]) > 0.5).numpy()
-    iou = compute_iou_per_image(ds.masks[:, 0] > 0.5, pred)
-    np.testing.assert_allclose(seg["iou"], iou, rtol=1e-6)
-    assert (seg["y_pred"] == (iou >= 0.5)).all()
+class _Shrunk(torch.nn.Module):
+    """A 'model' whose mask is the true 16x16 square less its first ``rows[i]`` rows, so image
+    i's IoU is (16 - rows[i]) / 16 and its Dice 2 (16 - rows[i]) / (32 - rows[i])."""
+
+    def __init__(self, ds: ToyCxr, rows: list[int]) -> None:
+        super().__init__()
+        self.ds, self.rows = ds, rows
+
+    def forward(self, x, tasks):
+        masks = self.ds.masks[: x.shape[0]].copy()
+        for i, r in enumerate(self.rows):
+            top = np.flatnonzero(masks[i, 0].any(axis=1))[0]
+            masks[i, 0, top : top + r] = 0
+        return {"lung": torch.from_numpy(masks) * 20 - 10}
+
+
+def test_segmentation_counts_as_correct_at_iou_0_9():
+    ds = ToyCxr(4)
+    assert (ds.masks.sum(axis=(1, 2, 3)) == 16 * 16).all()
+    seg = predict(_Shrunk(ds, [0, 1, 2, 8]), TASKS[0], DataLoader(ds, batch_size=4))
+    # IoU 16/16, 15/16, 14/16, 8/16 by hand; correct means IoU >= 0.9, so the last two are not
+    # (the last one was under the former 0.5 rule)
+    np.testing.assert_allclose(seg["iou"], [1.0, 0.9375, 0.875, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(seg["score"], [1.0, 30 / 31, 28 / 30, 16 / 24], rtol=1e-6)
+    assert seg["y_pred"].tolist() == [1, 1, 0, 0]
+    assert SEGMENTATION_CORRECT_IOU == 0.9
 
 
 def test_evaluate_reports_every_metric_and_denoise_per_noise_level(caplog):

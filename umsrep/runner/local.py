@@ -8,6 +8,7 @@ from pathlib import Path
 
 from umsrep.experiment import Experiment
 from umsrep.runner.data import RunData, load_run_data, materialize, save_run_data
+from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan, build_plan
 from umsrep.runner.runfolder import (
     check_resume_config,
@@ -38,6 +39,7 @@ def prepare_run(exp: Experiment, output: Path, resume: Path | None = None,
     if resume is not None:
         run_dir = Path(resume).resolve()
         check_resume_config(run_dir, exp)
+        write_environment(run_dir)  # a second file only when the versions changed
         data = load_run_data(run_dir)
     else:
         run_dir = new_run_dir(Path(output).resolve(), exp.name)

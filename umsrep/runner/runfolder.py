@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from umsrep.experiment import Experiment
+from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan
 from umsrep.runner.store import atomic_write_parquet, atomic_write_yaml, read_json
 from umsrep.schema import (
@@ -41,8 +42,10 @@ def new_run_dir(output: Path, name: str) -> Path:
 
 
 def write_config(run_dir: Path, exp: Experiment, extra: dict | None = None) -> None:
+    """``config.yaml``, and ``environment.json``: the versions that produce the run."""
     atomic_write_yaml({"schema_version": SCHEMA_VERSION, "git_revision": git_revision(),
                        **(extra or {}), "experiment": exp.to_dict()}, run_dir / "config.yaml")
+    write_environment(run_dir)
 
 
 # what a run's results depend on: a resumed run must keep them (resources, search budget, paths

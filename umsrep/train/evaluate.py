@@ -5,8 +5,9 @@
 - classification: rows for samples with a label; ``score`` is the positive-class probability
   (binary) or the predicted class's probability (multi-class); ``iou`` is NaN.
 - segmentation: rows for samples with a mask; ``y_true`` = 1 (the sample has a mask),
-  ``y_pred`` = 1 when the per-image IoU of the thresholded (p > 0.5) mask is >= 0.5, i.e. the
-  segmentation counts as correct for the McNemar test; ``score`` = Dice, ``iou`` = IoU.
+  ``y_pred`` = 1 when the per-image IoU of the thresholded (p > 0.5) mask is at least
+  ``umsrep.schema.SEGMENTATION_CORRECT_IOU``, i.e. the segmentation counts as correct for the
+  McNemar test; ``score`` = Dice, ``iou`` = IoU.
 - denoise: every sample; ``score`` = PSNR (dB, 0-1 pixel scale) of the denoised noisy image;
   ``y_true`` and ``y_pred`` are -1 (not applicable).
 """
@@ -24,12 +25,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from umsrep import metrics as M
+from umsrep.schema import SEGMENTATION_CORRECT_IOU
 from umsrep.strategies._step import make_noisy, move_batch
 from umsrep.tasks import Task
 
 logger = logging.getLogger(__name__)
-
-IOU_CORRECT = 0.5  # a segmentation with per-image IoU >= 0.5 counts as correct
 
 
 def _to_unit(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ def predict(
             iou = M.compute_iou_per_image(true, pred_mask)
             cols = {
                 "y_true": np.ones(len(ids), dtype=np.int64),
-                "y_pred": (iou >= IOU_CORRECT).astype(np.int64),
+                "y_pred": (iou >= SEGMENTATION_CORRECT_IOU).astype(np.int64),
                 "score": M.compute_dice_per_image(true, pred_mask),
                 "iou": iou,
             }
@@ -173,8 +173,8 @@ def _task_metrics(task: Task, df: pd.DataFrame) -> list[dict]:
 def _pixel_accuracy(model, task: Task, loader, device) -> list[dict]:
     trues, preds = [], []
     for batch, out in _collect(model, task, loader, device, None, None):
-        keep = batch["has_mask"].bool()
-        trues.append((batch["mask"][keep, 0] > 0.5).cpu())
+        target, keep = task.target(batch)
+        trues.append((target[keep, 0] > 0.5).cpu())
         preds.append((torch.sigmoid(out[keep, 0]) > 0.5).cpu())
     t, p = torch.cat(trues), torch.cat(preds)
     if len(t) == 0:

@@ -91,6 +91,29 @@ def sync_gradients(model: torch.nn.Module, world_size: int) -> None:
             p.register_post_accumulate_grad_hook(hook)
 
 
+class _DropPerReportLines(logging.Filter):
+    """Drops Ray Train's two INFO lines per report and worker ("Reporting training result
+    ...", "Checkpoint successfully created at ..."): hundreds per run, they buried umsrep's
+    own progress (one line per epoch and per stage). Warnings and errors pass."""
+
+    PREFIXES = ("Reporting training result", "Checkpoint successfully created")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(self.PREFIXES)
+
+
+RAY_TRAIN_CHATTY = ("ray.train.v2._internal.execution.context",
+                    "ray.train.v2._internal.execution.storage", "ray.train._internal.storage")
+
+
+def quiet_ray_train_logs() -> None:
+    """Install ``_DropPerReportLines`` on the Ray Train loggers that emit them (idempotent)."""
+    for name in RAY_TRAIN_CHATTY:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropPerReportLines) for f in logger.filters):
+            logger.addFilter(_DropPerReportLines())
+
+
 def _stage(d: dict[str, Any]):
     from umsrep.runner.plan import Stage
 
@@ -105,6 +128,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from umsrep.runner.data import load_run_data
     from umsrep.runner.stage import StageContext, build_tasks, stage_done
 
+    quiet_ray_train_logs()
+    logging.getLogger("umsrep").setLevel(logging.INFO)  # epoch summaries reach the driver log
     exp = load_experiment(data=config["experiment"], check_paths=False)
     run_dir = Path(config["run_dir"])
     data = load_run_data(run_dir)
