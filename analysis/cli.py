@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--paper-reference",
         type=Path,
         default=None,
-        help="JSON file {task: {strategy: {metric: value}}} of published numbers to show beside ours",
+        help="JSON file {task: {label: {metric: value}}} of published numbers to show beside "
+        "ours; a label that is no strategy is a published anchor, and an optional "
+        '"split": "test:<dataset>" puts it in that dataset\'s section',
     )
 
 
@@ -58,19 +60,30 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap_resamples,
         seed=args.seed,
     )
-    paper = json.loads(args.paper_reference.read_text()) if args.paper_reference else None
-    if paper is None:  # an experiment may carry the paper's published figures itself
-        paper = _config_paper_reference(args.run_dirs)
     out: Path = args.output
     try:
+        for run_dir in args.run_dirs:
+            if not run_dir.is_dir():
+                raise RunFolderError(f"{run_dir}: not a folder; give run folders umsrep wrote")
+        paper = _read_json(args.paper_reference) if args.paper_reference else None
+        if paper is None:  # an experiment may carry the paper's published figures itself
+            paper = _config_paper_reference(args.run_dirs)
         path = write_report(
             args.run_dirs, out, paper, options, tables_dir=out.parent / f"{out.stem}_tables"
         )
-    except RunFolderError as exc:
-        print(f"umsrep report: {exc}", file=sys.stderr)
+    except (RunFolderError, OSError, json.JSONDecodeError) as exc:
+        # a user error: one line and status 2, as every umsrep command reports one
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     print(path)
     return 0
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(f"{path}: not valid JSON: {exc.msg}", exc.doc, exc.pos) from None
 
 
 def _config_paper_reference(run_dirs) -> dict | None:
@@ -79,9 +92,11 @@ def _config_paper_reference(run_dirs) -> dict | None:
     for run_dir in run_dirs:
         cfg = Path(run_dir) / "config.yaml"
         if cfg.exists():
-            ref = ((yaml.safe_load(cfg.read_text()) or {}).get("experiment") or {}).get(
-                "paper_reference"
-            )
+            try:
+                config = yaml.safe_load(cfg.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise RunFolderError(f"{cfg}: not valid YAML ({exc})") from None
+            ref = (config.get("experiment") or {}).get("paper_reference")
             if ref:
                 return ref
     return None

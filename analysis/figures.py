@@ -9,10 +9,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from analysis.reference import PAPER_LABEL, anchor_name
 from analysis.tables import order_strategies
 from umsrep.schema import BASELINE
 
-PAPER_LABEL = "paper (published)"
 _BASELINE_COLOR = "#7f7f7f"
 # Tune bookkeeping columns that are not a metric to plot.
 _BOOKKEEPING = {
@@ -34,8 +34,6 @@ _BOOKKEEPING = {
     "hostname",
 }
 
-PaperReference = dict[str, dict[str, dict[str, float]]]  # task -> strategy -> metric -> value
-
 
 def strategy_colors(strategies: list[str]) -> dict[str, str]:
     palette = qualitative.Plotly
@@ -50,10 +48,13 @@ def metric_figure(
     fold_values: pd.DataFrame,
     title: str,
     paper: dict[str, dict[str, float]] | None = None,
+    anchors: dict[str, dict[str, float]] | None = None,
 ) -> go.Figure:
     """Bars of the fold mean per strategy with 95% CI error bars and the per-fold values as
     points, one panel per metric. ``summary``/``fold_values`` hold one task's rows; ``paper``
-    maps strategy -> metric -> the published value, drawn as labelled diamonds."""
+    maps strategy -> metric -> the published value, drawn as labelled diamonds; ``anchors``
+    maps a published model we did not train -> metric -> value, drawn as a dashed horizontal
+    line labelled "<label> (published)" (see :mod:`analysis.reference`)."""
     metrics = list(dict.fromkeys(summary["metric"]))
     strategies = list(dict.fromkeys(summary["strategy"]))
     colors = strategy_colors(strategies)
@@ -118,8 +119,27 @@ def metric_figure(
                 },
             )
             paper_shown = True
+        _add_anchor_lines(fig, anchors, metric, col)
     fig.update_layout(title=title, height=380, bargap=0.3, margin={"t": 70, "b": 40})
     return fig
+
+
+def _add_anchor_lines(
+    fig: go.Figure, anchors: dict[str, dict[str, float]] | None, metric: str, col: int
+) -> None:
+    """One dashed line per anchor with a figure for ``metric`` in panel ``col``; labels
+    alternate above-left and below-right so two close values (0.942, 0.945) stay readable."""
+    lines = [(label, v[metric]) for label, v in (anchors or {}).items() if metric in v]
+    for k, (label, value) in enumerate(lines):
+        fig.add_hline(
+            y=value,
+            row=1,
+            col=col,
+            line={"dash": "dash", "color": "crimson", "width": 1.5},
+            annotation_text=f"{anchor_name(label)}: {value:.4g}",
+            annotation_position="top left" if k % 2 == 0 else "bottom right",
+            annotation_font={"size": 10, "color": "crimson"},
+        )
 
 
 def significance_figure(tests: pd.DataFrame, title: str) -> go.Figure:

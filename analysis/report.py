@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import _html, figures
+from analysis import _html, _metric_html, figures
 from analysis.cost import cost_summary, stage_costs
 from analysis.environment import environment_section
 from analysis.export import export_tables
 from analysis.load import RunData, load_runs
+from analysis.reference import PaperReference, anchor_table, paper_frame
 from analysis.significance import significance_table
 from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
 from analysis.tables import (
     DEFAULT_PRIMARY_METRICS,
+    dataset_paper_table,
+    dataset_splits,
+    dataset_summary,
     denoise_table,
     metric_summary,
     overview_table,
@@ -31,10 +35,15 @@ TABLE_CAPTIONS = {
     "overview": "Best strategy per task and its gain over the baseline",
     "metrics": "Test metrics per task and strategy: mean ± std [95% CI] over folds, and pooled (Tables 3/5/7/9)",
     "metric_summary": "Test metrics per task and strategy (long format)",
+    "metrics_by_dataset": "Test metrics per dataset of the external test set, task and strategy: "
+    "mean ± std [95% CI] over folds, and pooled",
+    "metric_summary_by_dataset": "Test metrics per dataset, task and strategy (long format)",
+    "anchors": "Published anchors: published models not trained here, by task, split and metric",
     "denoising": "Denoising quality per noise level over folds (Table 2)",
     "mcnemar": "McNemar tests, Holm-corrected per task",
-    "significance": "Corrected resampled t-tests (val folds), paired bootstraps and McNemar tests "
-    "(test set) of every pair of strategies; Holm-corrected per task, metric and test",
+    "significance": "Corrected resampled t-tests (val folds), paired bootstraps (test set, pooled "
+    "and per dataset) and McNemar tests (test set) of every pair of strategies; Holm-corrected "
+    "per task, metric, split and test",
     "cost_stages": "Compute cost per stage (Tables 4/6/8/10)",
     "cost_summary": "Shared approach vs baseline: totals, % reduction, marginal cost of one more task",
 }
@@ -56,15 +65,26 @@ class ReportOptions:
     max_gallery: int = 12
 
 
+def run_strategies(data: RunData) -> set[str]:
+    """Every strategy name the runs trained (the baseline included, the backbone's "" not)."""
+    names = pd.concat([data.metrics["strategy"], data.stages["strategy"]]).dropna()
+    return {str(s) for s in names} - {""}
+
+
 def build_tables(
-    data: RunData, options: ReportOptions = ReportOptions()
+    data: RunData,
+    options: ReportOptions = ReportOptions(),
+    paper_reference: PaperReference | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every table of the report, by name (the names of :data:`TABLE_CAPTIONS`).
 
     ``significance`` has the columns of :data:`analysis.significance.COLUMNS`, with a leading
-    ``run`` column only when the report covers several runs.
+    ``run`` column only when the report covers several runs. ``*_by_dataset`` summarise each
+    dataset of a pooled test set (splits ``<split>:<dataset>``); ``anchors`` lists the
+    published models of ``paper_reference`` (see :mod:`analysis.reference`).
     """
     summary = metric_summary(data.metrics, data.predictions, options.split)
+    by_dataset = dataset_summary(data.metrics, data.predictions, options.split)
     tests = pairwise_mcnemar(
         data.predictions, options.split, options.iou_threshold, options.exact_below, options.alpha
     )
@@ -83,6 +103,9 @@ def build_tables(
         "overview": overview_table(summary, tests, options.primary_metrics),
         "metrics": paper_table(summary),
         "metric_summary": summary,
+        "metrics_by_dataset": dataset_paper_table(by_dataset),
+        "metric_summary_by_dataset": by_dataset,
+        "anchors": anchor_table(paper_reference, run_strategies(data), options.split),
         "denoising": denoise_table(data.metrics, options.split),
         "mcnemar": tests,
         "significance": significance,
@@ -92,45 +115,31 @@ def build_tables(
 
 
 def _title(run: str, name: str, many_runs: bool) -> str:
-    return f"{run} · {name}" if many_runs else name
+    return _metric_html.title(run, name, many_runs)
 
 
 def _metric_sections(
     data: RunData, t: dict[str, pd.DataFrame], paper: dict | None, opt: ReportOptions
 ) -> tuple[str, str]:
-    summary, tests, many = t["metric_summary"], t["mcnemar"], len(data.runs) > 1
-    folds = data.metrics[
-        (data.metrics["split"] == opt.split)
-        & (data.metrics["noise"] == "")
-        & (data.metrics["fold"] >= 0)
-    ]
-    bars, sig = [], []
-    for (run, task), g in summary.groupby(["run", "task"], sort=False):
-        f = folds[(folds["run"] == run) & (folds["task"] == task)]
-        fid = _html.slug(f"m-{run}-{task}")
-        bars.append(
-            _html.figure(
-                figures.metric_figure(g, f, _title(run, task, many), (paper or {}).get(task)), fid
-            )
-        )
+    tests, many = t["mcnemar"], len(data.runs) > 1
+    bars = _metric_html.headline_section(data, t, opt.split, paper)
+    sig = []
+    for (run, task), _ in t["metric_summary"].groupby(["run", "task"], sort=False):
         tt = tests[(tests["run"] == run) & (tests["task"] == task)]
-        if len(tt):
-            unit = tt["unit"].iloc[0]
-            fig = figures.significance_figure(
-                tt, f"{_title(run, task, many)}: McNemar, Holm-corrected (unit: {unit})"
-            )
-            sig.append(_html.figure(fig, _html.slug(f"s-{run}-{task}")))
-    note = _html.paragraph(
-        "Bars: mean over folds with 95% t-interval; dots: one per fold"
-        + (f"; diamonds: {figures.PAPER_LABEL} numbers." if paper else ".")
-    )
+        if tt.empty:
+            continue
+        unit = tt["unit"].iloc[0]
+        fig = figures.significance_figure(
+            tt, f"{_title(run, task, many)}: McNemar, Holm-corrected (unit: {unit})"
+        )
+        sig.append(_html.figure(fig, _html.slug(f"s-{run}-{task}")))
     sig_note = _html.paragraph(
         "Pairs are the same test samples (joined on fold and sample id). Segmentation: an image is correct "
         f"when its IoU ≥ {opt.iou_threshold:g} (a per-pixel test needs masks, which the run tables do not keep). "
         f"Exact binomial test under {opt.exact_below} discordant pairs, chi-square with continuity correction "
         f"otherwise; * = significant at {opt.alpha:g} after Holm correction within each task."
     )
-    return note + "".join(bars), _significance_intro(t, opt) + sig_note + (
+    return bars, _significance_intro(t, opt) + sig_note + (
         "".join(sig) or _html.paragraph("No paired test predictions.")
     )
 
@@ -142,7 +151,8 @@ def _significance_intro(t: dict[str, pd.DataFrame], opt: ReportOptions) -> str:
         "experiment were repeated on new data from the same source (corrected resampled t-test, "
         "Nadeau &amp; Bengio 2003, on the k held-out-fold values, its variance widened by "
         "1/k + n_test/n_train because the folds share training images)?",
-        f"<b>bootstrap</b> (split {html.escape(opt.split)}): how large is the difference on "
+        f"<b>bootstrap</b> (split {html.escape(opt.split)}, and each of its datasets, "
+        f"{html.escape(opt.split)}:&lt;dataset&gt;): how large is the difference on "
         "this external test set, and how far could it move with another draw of test images "
         f"(paired bootstrap over images, {opt.n_resamples} resamples, seed {opt.seed}, 95% "
         "percentile interval of the mean per-image Dice or IoU, accuracy or AUC difference)?",
@@ -246,6 +256,10 @@ def render_report(
     sections = [
         ("overview", "Overview", _overview(tables)),
         ("metrics", "Metrics per task", bars),
+        *(
+            _metric_html.dataset_section(data, tables, s, options.split, paper_reference)
+            for s in dataset_splits(data.metrics, options.split)
+        ),
         ("significance", "Significance", sig),
         ("cost", "Compute cost", _cost_section(tables, many)),
     ]
@@ -262,7 +276,7 @@ def render_report(
     )
     if paper_reference:
         table_html += _html.table(
-            _paper_frame(paper_reference),
+            paper_frame(paper_reference, options.split),
             "paper_published",
             f"{figures.PAPER_LABEL} numbers",
             collapsed=True,
@@ -274,16 +288,6 @@ def render_report(
     return _html.page(title, [(a, t) for a, t, _ in sections], body)
 
 
-def _paper_frame(paper: dict) -> pd.DataFrame:
-    rows = [
-        {"task": task, "strategy": s, "metric": m, "value": v, "source": figures.PAPER_LABEL}
-        for task, by_s in paper.items()
-        for s, by_m in by_s.items()
-        for m, v in by_m.items()
-    ]
-    return pd.DataFrame(rows)
-
-
 def write_report(
     run_dirs: Iterable[str | Path],
     out_html: str | Path,
@@ -293,12 +297,13 @@ def write_report(
 ) -> Path:
     """Write one self-contained HTML report (plotly.js inlined, images as data URIs, no network).
 
-    ``paper_reference`` maps task -> strategy -> metric -> published value; those numbers are
-    drawn beside ours labelled "paper (published)". When ``tables_dir`` is given, every table is
-    also written there as CSV, JSON and LaTeX. Returns the report's path.
+    ``paper_reference`` maps task -> label -> metric -> published value (and optionally
+    ``split``): a strategy's numbers are drawn beside ours labelled "paper (published)", any
+    other label is a published anchor (:mod:`analysis.reference`). When ``tables_dir`` is
+    given, every table is also written there as CSV, JSON and LaTeX. Returns the report's path.
     """
     data = load_runs(run_dirs)
-    tables = build_tables(data, options)
+    tables = build_tables(data, options, paper_reference)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

@@ -12,8 +12,9 @@ task and main metric, three tests side by side (``significance.csv`` of the repo
     ratio of mean sizes is ``1/(K-1)``; counting keeps it right when a pair has values on fewer
     folds than the run (a failed stage), where ``1/k`` and ``n_test/n_train`` part ways.
     Without ``val`` predictions the ratio is ``1/(K-1)`` with K the folds in the metrics.
-``bootstrap`` (split ``test``)
-    A paired bootstrap over the images of the external test set
+``bootstrap`` (split ``test``, and each ``test:<dataset>``)
+    A paired bootstrap over the images of the external test set, pooled and, when it pools
+    several datasets, on each dataset on its own (the runner's ``test:<dataset>`` splits)
     (:func:`analysis.stats.compute_paired_bootstrap`). Every fold model scores every test image,
     so an image's value is the mean over the k fold models of its Dice or IoU (segmentation) or
     of being right (classification accuracy); AUC is the mean over fold models of each one's AUC
@@ -46,6 +47,7 @@ from analysis.stats import (
     mean_over_images,
     pair_strategies,
 )
+from analysis.tables import dataset_splits
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +241,9 @@ def significance_table(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """``run`` followed by :data:`COLUMNS`: corrected t-tests, then bootstraps, then McNemar
-    tests, per run and task (see the module doc). ``mcnemar`` is
+    """``run`` followed by :data:`COLUMNS`: corrected t-tests, then bootstraps (on ``split``,
+    then on each of its datasets, ``<split>:<dataset>``), then McNemar tests on ``split``, per
+    run and task (see the module doc). ``mcnemar`` is
     :func:`analysis.stats.pairwise_mcnemar`'s table of the same predictions; its denoising
     rows are left out."""
     kinds = {k: task_kind(g) for k, g in predictions.groupby(["run", "task"], sort=False)}
@@ -249,7 +252,11 @@ def significance_table(
     ]
     rows = (
         corrected_t_rows(metrics, predictions)
-        + bootstrap_rows(predictions, split, n_resamples, seed)
+        + [
+            row
+            for s in [split, *dataset_splits(predictions, split)]
+            for row in bootstrap_rows(predictions, s, n_resamples, seed)
+        ]
         + mcnemar_rows(tested, iou_threshold, split)
     )
     out = pd.DataFrame(rows, columns=["run", *COLUMNS])

@@ -217,7 +217,8 @@ def pairwise_mcnemar(
     method, statistic, p, p_holm, significant.
     """
     rows = []
-    preds = predictions[predictions["split"] == split]
+    # fold models' predictions only: the fold ensemble's (fold -1) are not more observations
+    preds = predictions[(predictions["split"] == split) & (predictions["fold"] >= 0)]
     for (run, task), g in preds.groupby(["run", "task"], sort=False):
         g = correctness(g, iou_threshold)
         family = []

@@ -2,9 +2,11 @@
 
 Fold values are summarised as mean, sample standard deviation (ddof=1) and a two-sided 95%
 confidence interval of the mean from the t-distribution with n-1 degrees of freedom. The
-``pooled`` column is the test-set value over all folds: the runner's ``fold == -1`` rows when it
-wrote them, else computed here from ``predictions.parquet`` (classification: accuracy, F-score,
-MCC on the concatenated predictions; segmentation: mean per-image IoU and Dice).
+``pooled`` column is the test-set value over all fold models, computed here from
+``predictions.parquet`` (classification: accuracy, F-score, MCC on the concatenated
+predictions; segmentation: mean per-image IoU and Dice). The ``ensemble`` column is the fold
+ensemble's value (the runner's ``fold == -1`` rows: the mean of the k fold models'
+probabilities, ``umsrep/runner/ensemble.py``); those rows never enter a fold statistic.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ _METRIC_ORDER = [
     "f1",
     "iou",
     "dice",
+    "dice_orig",
+    "dice_orig_min",
+    "iou_orig",
     "mcc",
     "auc",
     "psnr",
@@ -77,7 +82,7 @@ def compute_pooled_classification(y_true: np.ndarray, y_pred: np.ndarray) -> dic
 def pooled_from_predictions(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Pooled test values (long format: run, task, strategy, metric, pooled) from predictions."""
     rows = []
-    preds = predictions[predictions["split"] == split]
+    preds = predictions[(predictions["split"] == split) & (predictions["fold"] >= 0)]
     for (run, task, strategy), g in preds.groupby(["run", "task", "strategy"], sort=False):
         if g["iou"].notna().any():
             values = {"iou": g["iou"].mean(), "dice": g["score"].mean()}
@@ -97,7 +102,8 @@ def metric_summary(
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (run, task, strategy, metric) of the non-noise metrics of ``split``:
-    n_folds, mean, std, ci_low, ci_high over folds >= 0, and ``pooled`` (see module doc)."""
+    n_folds, mean, std, ci_low, ci_high over folds >= 0, ``pooled`` and ``ensemble`` (see the
+    module doc; NaN where there is none)."""
     m = metrics[(metrics["split"] == split) & (metrics["noise"].fillna("") == "")]
     folds = m[m["fold"] >= 0]
     rows = [
@@ -105,23 +111,64 @@ def metric_summary(
         for key, g in folds.groupby(KEYS, sort=False)
     ]
     out = pd.DataFrame(rows, columns=[*KEYS, "n_folds", "mean", "std", "ci_low", "ci_high"])
-    pooled = (
+    ensemble = (
         m[m["fold"] == -1]
         .groupby(KEYS, as_index=False)["value"]
         .mean()
-        .rename(columns={"value": "pooled"})
+        .rename(columns={"value": "ensemble"})
     )
+    pooled = pd.DataFrame(columns=[*KEYS, "pooled"])
     if predictions is not None and len(predictions):
-        derived = pooled_from_predictions(predictions, split)
-        # the runner's own pooled values win; predictions fill the gaps
-        pooled = pd.concat([pooled, derived]).drop_duplicates(KEYS, keep="first")
+        pooled = pooled_from_predictions(predictions, split)
     out = (
-        out.merge(pooled, on=KEYS, how="left")
+        out.merge(pooled, on=KEYS, how="left").merge(ensemble, on=KEYS, how="left")
         if len(out)
-        else out.assign(pooled=pd.Series(dtype=float))
+        else out.assign(pooled=pd.Series(dtype=float), ensemble=pd.Series(dtype=float))
     )
     out["strategy"] = out["strategy"].replace("", SHARED_BACKBONE)
     return _sort(out)
+
+
+def dataset_splits(frame: pd.DataFrame, split: str = "test") -> list[str]:
+    """The per-dataset parts of ``split`` in ``frame`` (a metrics or predictions table), sorted:
+    ``test:jsrt``, ``test:montgomery`` when the external test set pools those datasets (the
+    runner scores each on its own beside the pooled ``test``)."""
+    prefix = f"{split}:"
+    return sorted({str(s) for s in frame["split"].dropna().unique() if str(s).startswith(prefix)})
+
+
+def dataset_summary(
+    metrics: pd.DataFrame,
+    predictions: pd.DataFrame | None = None,
+    split: str = "test",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """:func:`metric_summary` of each split of :func:`dataset_splits`, a ``split`` column
+    after ``run``."""
+    columns = [
+        "run", "split", *KEYS[1:], "n_folds", "mean", "std", "ci_low", "ci_high", "pooled",
+        "ensemble",
+    ]
+    frames = [
+        metric_summary(metrics, predictions, s, confidence).assign(split=s)
+        for s in dataset_splits(metrics, split)
+    ]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def dataset_paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`paper_table` of each split of a :func:`dataset_summary`, a ``split`` column after
+    ``run``; a metric one split lacks reads '–'."""
+    frames = [
+        paper_table(g.drop(columns="split"), digits).assign(split=s)
+        for s, g in summary.groupby("split", sort=False)
+    ]
+    if not frames:
+        return pd.DataFrame(columns=["run", "split", "task", "strategy"])
+    out = pd.concat(frames, ignore_index=True).astype(object).fillna("–")
+    return out[["run", "split", *[c for c in out.columns if c not in ("run", "split")]]]
 
 
 def order_strategies(names: list[str] | pd.Series) -> list[str]:
@@ -158,7 +205,8 @@ def format_mean_ci(row: pd.Series, digits: int = 3) -> str:
 
 def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The paper's Table 3/5/7/9 shape: one row per (run, task, strategy), one column per metric
-    holding 'mean ± std [CI]', plus '<metric> (pooled)' columns; the baseline rows come last."""
+    holding 'mean ± std [CI]', plus '<metric> (pooled)' and, where the run has fold ensembles,
+    '<metric> (ensemble)' columns; the baseline rows come last."""
     if summary.empty:
         return pd.DataFrame(columns=["run", "task", "strategy"])
     s = summary.assign(cell=summary.apply(format_mean_ci, axis=1, digits=digits))
@@ -170,17 +218,19 @@ def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         aggfunc="first",
         sort=False,
     )
-    pooled = s.pivot_table(
-        index=["run", "task", "strategy"],
-        columns="metric",
-        values="pooled",
-        aggfunc="first",
-        sort=False,
-    )
-    pooled = pooled.round(digits).rename(columns=lambda c: f"{c} (pooled)")
-    wide = wide[metrics].join(
-        pooled[[f"{m} (pooled)" for m in metrics if f"{m} (pooled)" in pooled]]
-    )
+    wide = wide[metrics]
+    for column in ("pooled", "ensemble"):
+        if column not in s or s[column].isna().all():
+            continue
+        extra = s.pivot_table(
+            index=["run", "task", "strategy"],
+            columns="metric",
+            values=column,
+            aggfunc="first",
+            sort=False,
+        )
+        extra = extra.round(digits).rename(columns=lambda c, col=column: f"{c} ({col})")
+        wide = wide.join(extra[[f"{m} ({column})" for m in metrics if f"{m} ({column})" in extra]])
     wide = wide.reset_index()
     wide["_b"] = wide["strategy"] == BASELINE
     wide = (

@@ -6,13 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from umsrep.config import output_folder
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="experiment YAML (see sweeps/)")
     p.add_argument("--data-root", type=Path, default=None, help="overrides data.root")
-    p.add_argument("--output", type=Path, default=Path("runs"),
+    p.add_argument("--output", type=output_folder, default=Path("runs"),
                    help="where run folders go (default runs/; shared storage on a cluster)")
     p.add_argument("--resume", type=Path, default=None,
                    help="finish an interrupted run folder without redoing finished work")
@@ -34,15 +36,14 @@ def smoke_overrides(exp_folds_k: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from sweeps.run import run_experiment
+    from sweeps.run import run_experiment  # imports Ray only when it runs the experiment
     from umsrep.config import parse_set_options
-    from umsrep.experiment import load_experiment
+    from umsrep.experiment import load_experiment, read_experiment_file
+    from umsrep.runner.resume import check_resumable
 
     overrides: dict = {}
     if args.smoke_test:
-        raw = yaml.safe_load(args.config.read_text()) or {}
+        raw = read_experiment_file(args.config)  # with its base: file, as load_experiment reads it
         overrides |= smoke_overrides(int((raw.get("folds") or {}).get("k", 10)))
         if (raw.get("search") or {}).get("num_samples"):
             overrides["search.num_samples"] = 2
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["resources.num_workers"] = args.num_workers
     overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
+    if args.resume is not None:
+        check_resumable(args.resume)
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, address=args.address,
                              num_gpus=args.gpus, report=not args.no_report)
     print(run_dir)

@@ -5,24 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from umsrep.config import output_folder
+
 DEMO = Path(__file__).resolve().parent / "demo.yaml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, default=None, help="use N local GPUs (trials share them)")
-    p.add_argument("--output", type=Path, default=Path("runs"), help="where the run folder goes")
+    p.add_argument("--output", type=output_folder, default=Path("runs"), help="where the run folder goes")
     p.add_argument("--resume", type=Path, default=None, help="finish an interrupted demo run")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweeps.run import run_experiment
+    from sweeps.run import run_experiment  # imports Ray only when it runs the experiment
     from umsrep.experiment import load_experiment
+    from umsrep.runner.resume import check_resumable
 
     overrides = {}
     if args.gpus:
         overrides = {"resources.use_gpu": True, "resources.gpus_per_worker": 0.5,
                      "resources.cpus_per_worker": 1.0}
     exp = load_experiment(DEMO, overrides=overrides)
+    if args.resume is not None:
+        check_resumable(args.resume)
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, num_gpus=args.gpus)
     report = run_dir / "report.html"
     print(f"demo finished: run folder {run_dir}")

@@ -9,6 +9,8 @@
 - Before the cross-validation waves, each searched stage template (``joint``,
   ``independent-<task>``, ``baseline-<task>``, ...) is swept on fold 0 with OptunaSearch (seeded)
   + ASHA; the best trial on **validation** data is used for every fold.
+- After the last wave the driver scores the fold ensembles in its own process (inference only,
+  ``umsrep/runner/ensemble.py``); one whose folder has ``result.json`` is never scored again.
 - Resume: a stage whose folder has ``result.json`` is never rerun; a sweep with ``best.json`` is
   never rerun, and an unfinished one is restored with ``Tuner.restore``; a stage interrupted
   mid-training restarts from its last epoch checkpoint (same Train ``RunConfig`` name).
@@ -196,11 +198,23 @@ class RayDriver:
             if pending:
                 self.run_wave(i, pending)
             compose_tables(self.run_dir, self.run.plan)
+        self.score_ensembles()
         failed = [s.id for s in self.run.plan.stages
                   if not stage_done(self.run_dir / "stages" / s.id)]
         if failed:
             raise RuntimeError(f"stages failed: {failed}; rerun with --resume {self.run_dir}")
         return self.run_dir
+
+    def score_ensembles(self) -> None:
+        """Fold ensembles of every template whose stages are all done, in this process: it is
+        inference only, no trial is worth its start-up (umsrep/runner/ensemble.py)."""
+        from umsrep.runner.ensemble import run_ensembles
+
+        scored = run_ensembles(self.run.ctx, self.run.plan)
+        for template in scored:
+            print(f"[umsrep] {template}: fold ensemble scored", flush=True)
+        if scored:
+            compose_tables(self.run_dir, self.run.plan)
 
     def reuse_stored(self, stage: Stage) -> bool:
         """A backbone already in the content-addressed store is recorded without a trial."""

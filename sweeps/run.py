@@ -11,6 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from umsrep.cli import report_user_error
+from umsrep.config import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.run", description=__doc__)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as exc:  # one line, status 2, as `umsrep sweep` reports it
+        return report_user_error(exc)
 
 
 if __name__ == "__main__":

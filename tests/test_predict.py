@@ -262,3 +262,70 @@ def test_predict_undoes_the_fit_and_applies_tta_and_cleanup(model_dir, tmp_path,
     x_pad, _ = normalize_image(pixels, SIZE, "pad")
     x_stretch, _ = normalize_image(pixels, SIZE, "stretch")
     assert not torch.equal(x_pad, x_stretch)  # the two fits really are different inputs
+
+
+def test_predict_keeps_the_largest_regions_that_model_json_asks_for(model_dir, tmp_path,
+                                                                    monkeypatch):
+    """``mask_cleanup.keep_largest: 2`` in model.json: of three regions, the smallest goes."""
+    import umsrep.predict as predict_mod
+
+    _, model = model_dir
+    path = tmp_path / "largest-model"
+    save_model_dir(path, model, _meta([SEG, CLS], fit="pad", tta=["pad", "stretch"],
+                                      mask_cleanup={"min_fraction": 0.0, "fill_holes": False,
+                                                    "keep_largest": 2}))
+    png = _images(tmp_path / "in")[0]  # 40 x 50
+    prob = np.zeros((40, 50), np.float32)
+    prob[5:30, 3:18] = 0.9  # right lung, 375 px
+    prob[5:30, 25:40] = 0.9  # left lung, 375 px
+    prob[33:40, 0:50] = 0.9  # "lung" in a bottom band, 350 px: too large for min_component
+    monkeypatch.setattr(predict_mod, "segment_original", lambda *a, **k: prob)
+    predict_images(path, [png], tmp_path / "out")
+    written = cv2.imread(str(tmp_path / "out" / "a_lung_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    want = prob > 0.5
+    want[33:40] = False
+    np.testing.assert_array_equal(written, want)
+
+
+def test_predict_with_two_model_folders_averages_their_probabilities(model_dir, tmp_path):
+    """Two folders: the class is the argmax of the mean softmax, its probability that mean's
+    maximum, and the mask the mean sigmoid map cut at the mean of the folders' thresholds."""
+    first, model_a = model_dir
+    torch.manual_seed(7)
+    bb = build_backbone("cdae", preset="tiny")
+    model_b = MultiTaskModel(
+        bb,
+        {
+            "lung": build_head("seg_cdae", bb, preset="tiny", skips=True),
+            "abnormal": build_head("classification", bb, num_classes=2, preset="tiny"),
+        },
+    ).eval()
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    save_model_dir(a_dir, model_a, _meta([SEG, CLS], threshold={"lung": 0.45}))
+    save_model_dir(b_dir, model_b, _meta([SEG, CLS], threshold={"lung": 0.55}))
+    png = _images(tmp_path / "in")[0]  # 40 x 50
+    out = tmp_path / "out"
+    assert cli_main(["predict", str(a_dir), str(b_dir), str(png), "-o", str(out)]) == 0
+    csv = pd.read_csv(out / "predictions.csv")
+    x, _ = normalize_image(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), SIZE)
+    with torch.no_grad():
+        outs = [model_a(x), model_b(x)]
+    probs = np.mean([torch.softmax(o["abnormal"], 1)[0].numpy() for o in outs], axis=0)
+    assert csv["abnormal"].iloc[0] == CLS["classes"][int(probs.argmax())]
+    assert csv["abnormal_prob"].iloc[0] == pytest.approx(float(probs.max()), abs=1e-6)
+    lung = np.mean([torch.sigmoid(o["lung"])[0, 0].numpy() for o in outs], axis=0)
+    want = cv2.resize(lung, (50, 40), interpolation=cv2.INTER_LINEAR) > 0.5  # (0.45 + 0.55) / 2
+    mask = cv2.imread(str(out / "a_lung_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+    np.testing.assert_array_equal(mask, want)
+    single = predict_images(a_dir, [png], tmp_path / "one")  # not what one model alone says
+    assert single["abnormal_prob"].iloc[0] != pytest.approx(csv["abnormal_prob"].iloc[0])
+
+
+def test_predict_refuses_to_average_models_of_other_tasks(model_dir, tmp_path):
+    from umsrep.predict import load_models
+
+    path, model = model_dir
+    other = tmp_path / "other"
+    save_model_dir(other, model, _meta([SEG, {**CLS, "classes": ["no", "yes"]}]))
+    with pytest.raises(ValueError, match="tasks differ"):
+        load_models([path, other])

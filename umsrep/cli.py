@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from umsrep.config import UserError
+
 # subcommand -> module with ``add_arguments(parser)`` and ``run(args) -> int``
 _COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("umsrep.data.cli", "import, prepare and synthesize datasets"),
@@ -17,7 +19,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("umsrep.runner.cli", "run one experiment in a single process (no Ray)"),
     "sweep": ("sweeps.cli", "run an experiment with Ray Train + Tune (local or cluster)"),
     "demo": ("sweeps.demo", "run the synthetic demo end to end on the CPU and write its report"),
-    "predict": ("umsrep.predict", "apply a trained model folder to new images"),
+    "predict": ("umsrep.predict", "apply a trained model folder (or several, averaged) to images"),
     "report": ("analysis.cli", "write the interactive HTML report of one or more runs"),
 }
 
@@ -56,7 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_error", None):
         print(f"umsrep {args.command}: unavailable ({args._error})", file=sys.stderr)
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as exc:
+        logging.getLogger("umsrep").debug("the error's traceback", exc_info=True)  # -v shows it
+        return report_user_error(exc)
+
+
+def report_user_error(exc: UserError) -> int:
+    """Print ``exc`` as one line ``error: <message>`` on stderr; returns the exit status, 2."""
+    print("error: " + str(exc).replace("\n", " "), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -8,20 +8,39 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config value is missing, unknown, of the wrong type or impossible; names the key."""
+class UserError(Exception):
+    """A mistake in what the user gave (a file, a folder, an option), not a bug: the command line
+    shows it as one line ``error: <message>`` and exits with status 2, without a traceback."""
 
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
+
+class ConfigError(UserError, ValueError):
+    """A config value is missing, unknown, of the wrong type or impossible; names the key (and,
+    once known, the file: ``str(err)`` is ``<file>: <key>: <reason>``)."""
+
+    def __init__(self, key: str, reason: str, file: str | None = None) -> None:
+        super().__init__(": ".join(part for part in (file, key, reason) if part))
         self.key = key
         self.reason = reason
+        self.file = file
+
+    def in_file(self, file: str | Path) -> ConfigError:
+        """This error, naming ``file`` unless it already names one (e.g. a base file's)."""
+        return self if self.file is not None else ConfigError(self.key, self.reason, str(file))
+
+
+def did_you_mean(value: Any, known: Any) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``value``, or ``""``."""
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -51,7 +70,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is typing.Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(key, f"{value!r} is not one of {', '.join(map(repr, allowed))}"
+                              + did_you_mean(value, allowed))
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -143,10 +163,104 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(item, "expected KEY=VALUE, e.g. search.num_samples=8")
-        parsed = yaml.safe_load(value)
+            raise ConfigError(f"--set {item}", "expected KEY=VALUE, e.g. search.num_samples=8")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}", f"the value is not valid YAML ({_one_line(exc)})"
+                              ) from None
         if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as a string
             with contextlib.suppress(ValueError):
                 parsed = float(parsed)
         out[key.strip()] = parsed
+    return out
+
+
+def output_folder(value: str) -> Path:
+    """argparse type of ``--output``: a local or mounted folder; object-store URIs are refused.
+
+    The run folder is read and written with plain file operations by the driver and every Ray
+    worker (results, checkpoints, the backbone store), so ``s3://`` / ``gs://`` / ``az://``
+    cannot work there. Refusing at start beats failing after training: mount the bucket
+    (s3fs, gcsfuse, blobfuse, an NFS/EFS/Filestore share) on every node and pass the mount
+    path (cluster/README.md, "Storage").
+    """
+    import argparse
+
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise argparse.ArgumentTypeError(
+            f"{value}: {scheme}:// storage is not supported for run folders; mount it on every "
+            f"node (s3fs, gcsfuse, NFS/EFS) and pass the mounted path (see cluster/README.md)")
+    return Path(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _yaml_error(exc: Exception, path: Path) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or _one_line(exc)
+    return ConfigError(where, f"not valid YAML: {what}", file=str(path))
+
+
+def load_yaml(path: str | Path, not_inherited: tuple[str, ...] = (),
+              _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping; a top-level ``base: other.yaml`` (relative to this file) is read
+    first and this file laid over it with ``merge_over_base``.
+
+    Keys in ``not_inherited`` are taken from this file only, never from a base. Files that
+    include each other (a cycle) are refused, as are a missing file and invalid YAML, each
+    naming the file.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError("", f"cannot read the file ({exc.strerror or exc})", str(path)) from None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("", "must be a YAML mapping of sections (name:, data:, ...)", str(path))
+    return resolve_base(data, path, not_inherited, _chain)
+
+
+def resolve_base(data: dict[str, Any], path: str | Path, not_inherited: tuple[str, ...] = (),
+                 _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``data`` (read from ``path``) laid over the file its ``base`` key names, if any."""
+    if "base" not in data:
+        return data
+    here = Path(path).resolve()
+    chain = (*_chain, here)
+    base = data["base"]
+    if not isinstance(base, str) or not base:
+        raise ConfigError("base", f"expected the path of another experiment file, got {base!r}",
+                          str(path))
+    base_path = (here.parent / base).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(base_path):], base_path))
+        raise ConfigError("base", f"experiment files include each other ({cycle})", str(path))
+    if not base_path.is_file():
+        raise ConfigError("base", f"{base_path} does not exist", str(path))
+    inherited = load_yaml(base_path, not_inherited, chain)
+    inherited = {k: v for k, v in inherited.items() if k not in not_inherited}
+    return merge_over_base(inherited, {k: v for k, v in data.items() if k != "base"})
+
+
+def merge_over_base(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``: mappings merge key by key (``over`` wins), anything else
+    (lists included) is replaced whole, so ``test: []`` clears a list; ``key: null`` removes an
+    inherited setting, so its default applies again."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_over_base(out[key], value)
+        else:
+            out[key] = value
     return out

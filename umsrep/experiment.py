@@ -1,8 +1,10 @@
 """The experiment file: one YAML describing a whole UMS-Rep comparison.
 
 A flat, commented dataclass per section is the documentation (nanoGPT style). Loading is strict:
-unknown keys, wrong types, impossible combinations and missing data paths are refused before
-anything runs, naming the dotted key (see ``umsrep.config.ConfigError``).
+unknown keys, wrong types, impossible combinations, unknown registry names and options
+(``umsrep/validate.py``) and missing data paths are refused before anything runs, naming the
+file and the dotted key (see ``umsrep.config.ConfigError``). A file may build on another with
+``base: other.yaml`` (``read_experiment_file``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from umsrep.config import ConfigError, from_dict, to_dict
+from umsrep.config import ConfigError, from_dict, load_yaml, resolve_base, to_dict
 from umsrep.data import is_mask_column
+from umsrep.validate import check_registered
 
 TASK_KINDS = ("classification", "segmentation", "denoise")
 
@@ -52,7 +53,13 @@ class DataConfig:
     pretrain: list[SourceConfig] = field(default_factory=list)  # unlabelled pool for the backbone
     train: list[SourceConfig] = field(default_factory=list)  # fine-tuning data, split in k folds
     test: list[SourceConfig] = field(default_factory=list)  # external test set (optional)
-    augment: Literal["none", "cxr"] = "none"  # joint image/mask augmentation while training
+    # joint image/mask augmentation while training (no left-right flips: the heart would change
+    # side). "cxr" (umsrep/data/dataset.py): aspect jitter 0.85-1.15, rotation 5 deg, shift 5 %,
+    # zoom 0.9-1.1, brightness/contrast 0.1. "cxr_robust" (umsrep/data/augment.py): "cxr" plus
+    # what unseen radiographs meet: gamma 0.6-1.6 (p 0.5), a washed-out film (0-1 mapped onto
+    # [0.15-0.45, 0.9-1.0], p 0.3), the image shrunk 0.7-0.95 into a black frame (p 0.25) and
+    # black bands 3-25 % thick at one edge or two opposite ones, masks zeroed under them (p 0.4)
+    augment: Literal["none", "cxr", "cxr_robust"] = "none"
     cache_dir: str = ".umsrep/cache"  # preprocessing cache, shared by every run
 
     def validate(self, key: str) -> None:
@@ -89,6 +96,13 @@ class TrainSettings:
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     weight_decay: float = 0.0
     patience: int = 10  # early stopping, epochs without improvement of the monitored metric
+    # what early stopping, the plateau schedule and best-epoch selection watch: "loss" = the sum
+    # of the tasks' validation losses (min); "score" = the mean over the stage's tasks of each
+    # task's main validation metric (Dice, AUC (else accuracy), PSNR/50; max). With several
+    # tasks, "loss" lets the noisiest loss decide: on cxr_public a joint stage stopped at epoch
+    # 17 of 36 with its lung Dice still rising, because the TB cross-entropy on 45 validation
+    # images swung by 40 % between epochs, and the restored epoch 11 had a lower lung Dice.
+    monitor: Literal["loss", "score"] = "loss"
     plateau_patience: int = 5  # reduce-on-plateau
     plateau_factor: float = 0.5
     max_steps_per_epoch: int | None = None  # cap for smoke tests
@@ -100,6 +114,11 @@ class TrainSettings:
     # validate (and report to Ray, checkpoint to Ray) every N epochs and after the last one;
     # early stopping and the plateau schedule still count patience in epochs
     val_every: int = 1
+    # which weights are scored and saved in the stage's checkpoint/: "best" = the epoch with the
+    # best validation value of the early-stopping monitor (choosing that epoch is what the
+    # validation split is for; later epochs have begun to overfit), "last" = the final epoch.
+    # The other is kept too, in checkpoint_last/ or checkpoint_best/.
+    checkpoint: Literal["best", "last"] = "best"
 
     def validate(self, key: str) -> None:
         if self.val_every < 1:
@@ -208,10 +227,15 @@ class EvaluationConfig:
     # regions smaller than this fraction of the largest (0 = keep all), fill enclosed holes.
     min_component: float = 0.0
     fill_holes: bool = False
+    # Then keep only the N largest connected regions (0 = all; 2 for lungs: a region in a black
+    # band or below the diaphragm goes even when it is too large for min_component).
+    keep_largest: int = 0
 
     def validate(self, key: str) -> None:
         if not 0.0 <= self.min_component < 1.0:
             raise ConfigError(f"{key}.min_component", "must be in [0, 1)")
+        if self.keep_largest < 0:
+            raise ConfigError(f"{key}.keep_largest", "must be 0 (off) or a number of regions")
 
 
 @dataclass(frozen=True)
@@ -255,8 +279,9 @@ class Experiment:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     rules: list[dict[str, Any]] = field(default_factory=list)  # derivable recommendation rules
-    # published figures shown beside ours in the report: {task: {strategy: {metric: value}}}
-    paper_reference: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # published figures shown beside ours in the report: {task: {label: {metric: value}}}; a
+    # label that is no strategy is a published anchor; "split" (str) names the split it is from
+    paper_reference: dict[str, dict[str, dict[str, float | str]]] = field(default_factory=dict)
     seed: int = 0
 
     def validate(self, key: str) -> None:
@@ -284,6 +309,15 @@ class Experiment:
                 raise ConfigError("search.applies_to", f"{target!r} is not a configured strategy")
         if self.search.num_samples and not self.search.space:
             raise ConfigError("search.space", "num_samples > 0 needs a search space")
+        for task, by_label in self.paper_reference.items():
+            for label, figures in by_label.items():
+                for metric, value in figures.items():
+                    if isinstance(value, str) != (metric == "split"):
+                        raise ConfigError(
+                            f"paper_reference.{task}.{label}.{metric}",
+                            "published figures are numbers; only 'split' is a string (the "
+                            "split they were measured on, e.g. test:montgomery)",
+                        )
 
     # ------------------------------------------------------------------ helpers
     def task(self, name: str) -> TaskConfig:
@@ -301,6 +335,23 @@ class Experiment:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# Taken from the file that writes them, never from its base: the experiment's name (its run
+# folders) and the published figures it is compared with (they belong to its own tasks).
+NOT_INHERITED = ("name", "paper_reference")
+
+
+def read_experiment_file(path: str | Path) -> dict[str, Any]:
+    """The plain data of an experiment file, laid over its ``base:`` file if it names one.
+
+    ``base: cxr_public.yaml`` (relative to the including file) reads that file first: mappings
+    merge key by key with the including file winning, lists are replaced whole (``test: []``
+    clears one), ``key: null`` drops an inherited setting (its default applies), and
+    ``NOT_INHERITED`` keys come only from the including file. A base may have a base; files
+    that include each other are refused.
+    """
+    return load_yaml(path, NOT_INHERITED)
+
+
 def load_experiment(
     path: str | Path | None = None,
     *,
@@ -311,17 +362,24 @@ def load_experiment(
 ) -> Experiment:
     """Load and validate an experiment YAML (or a dict). ``data_root`` overrides ``data.root``.
 
-    ``overrides`` are dotted keys (``{"folds.k": 3}``) applied before validation.
+    ``overrides`` are dotted keys (``{"folds.k": 3}``) applied before validation. Every registry
+    name and option is checked (``umsrep/validate.py``) without building a model; an error is a
+    ``ConfigError`` naming the file (when there is one), the dotted key and the fix.
     """
+    if data is None and path is None:
+        raise ValueError("give a path or data")
+    try:
+        return _load(path, data, data_root, overrides, check_paths)
+    except ConfigError as exc:
+        raise (exc.in_file(path) if path is not None else exc) from None
+
+
+def _load(path: str | Path | None, data: dict[str, Any] | None, data_root: str | Path | None,
+          overrides: dict[str, Any] | None, check_paths: bool) -> Experiment:
     if data is None:
-        if path is None:
-            raise ValueError("give a path or data")
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(str(path), "the experiment file must be a mapping")
+        data = read_experiment_file(path)
+    elif "base" in data:  # a base named in a dict is relative to its file, else to the cwd
+        data = resolve_base(data, path or Path.cwd() / "<data>", NOT_INHERITED)
     data = json.loads(json.dumps(data))  # deep copy of plain data
     for dotted, value in (overrides or {}).items():
         node = data
@@ -335,6 +393,7 @@ def load_experiment(
     if data_root is not None:
         data.setdefault("data", {})["root"] = str(data_root)
     exp = from_dict(Experiment, data)
+    check_registered(exp)
     if exp.data.root is not None:
         root = Path(exp.data.root).expanduser().resolve()
         exp = replace(exp, data=replace(exp.data, root=str(root)))

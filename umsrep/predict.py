@@ -3,7 +3,13 @@
 A model folder (a stage's ``checkpoint/`` or a backbone store's ``checkpoint/``) holds
 ``model.pt`` (a ``MultiTaskModel`` state dict; a ``DenoisedInput`` for baselines fed by a
 separate denoiser) and ``model.json`` (``umsrep.runner.execute.model_meta``: image_size,
-backbone, baseline_arch, denoised_input, tasks, rules).
+backbone, baseline_arch, denoised_input, tasks, rules, threshold).
+
+Several model folders of the same tasks (e.g. the k fold models of one strategy) are applied
+as one: the mean of their probabilities (``umsrep.models.ensemble.MeanEnsemble``), cut at the
+mean of their thresholds. A fold ensemble's folder (``<run>/ensembles/<template>/``: a
+``model.json`` listing its ``members``) loads the same way, with the threshold chosen for the
+ensemble on the k held-out folds.
 
 Each image is loaded with ``umsrep.data.io.load_image`` and normalized as in training
 (``umsrep.data.dataset``): made square by the experiment's ``fit`` (stretch, or pad to a
@@ -13,8 +19,10 @@ square first: ``umsrep.data.geometry``) with OpenCV INTER_CUBIC to ``image_size`
 - classification: predicted class name and its probability (CSV columns ``<task>``,
   ``<task>_prob``) and a Grad-CAM overlay ``<stem>_<task>_gradcam.png`` at the original size;
 - segmentation: a binary (0/255) mask ``<stem>_<task>_mask.png`` at the original size (the
-  probability map is mapped back with INTER_LINEAR, undoing the fit, and thresholded at 0.5;
-  with ``evaluation.tta`` the maps of several fits are averaged first, ``umsrep.derive.tta``);
+  probability map is mapped back with INTER_LINEAR, undoing the fit, and thresholded at
+  ``model.json``'s ``threshold`` (chosen on held-out folds, ``umsrep.runner.threshold``; 0.5 in
+  folders without one); with ``evaluation.tta`` the maps of several fits are averaged first,
+  ``umsrep.derive.tta``);
 - denoise: ``<stem>_denoised.png`` (the reconstruction on the 0-255 scale, original size);
 - the experiment's recommendation rules, one CSV column per rule.
 
@@ -25,8 +33,10 @@ empty predictions instead of stopping the run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,7 @@ from torch import nn
 from umsrep.data.geometry import from_square
 from umsrep.derive.postprocess import clean_mask
 from umsrep.derive.tta import normalize_image, segment_original
+from umsrep.models.ensemble import MeanEnsemble
 from umsrep.models.multitask import MultiTaskModel
 
 log = logging.getLogger(__name__)
@@ -97,17 +108,22 @@ def build_model_from_meta(meta: dict[str, Any]) -> MultiTaskModel:
 def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
     """Rebuild the model of a model folder and load its weights (``weights_only=True``).
 
-    Returns ``(model in eval mode on device, meta dict from model.json)``.
+    Returns ``(model in eval mode on device, meta dict from model.json)``. A fold ensemble's
+    folder (``model.json`` with ``members``: model folders relative to it) gives their
+    ``MeanEnsemble``.
     """
     path = Path(path)
     meta_path, weights = path / "model.json", path / "model.pt"
     for f in (meta_path, weights):
-        if not f.is_file():
+        if not f.is_file() and not (f == weights and _members(meta_path)):
             raise FileNotFoundError(
                 f"{f}: missing; MODEL_DIR must be a stage's checkpoint folder "
                 "(<run>/stages/<stage>/checkpoint) holding model.pt and model.json"
             )
     meta = json.loads(meta_path.read_text())
+    if meta.get("members"):
+        members = [load_model_dir(path / m, device)[0] for m in meta["members"]]
+        return _mean_of(members, meta, device), meta
     model = build_model_from_meta(meta)
     state = torch.load(weights, weights_only=True, map_location="cpu")
     try:
@@ -118,6 +134,49 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskMode
             "the folder was written by another umsrep version or edited by hand"
         ) from None
     return model.to(device).eval(), meta
+
+
+def _members(meta_path: Path) -> list[str]:
+    """The ``members`` of a fold ensemble's model.json ([] for a model folder)."""
+    if not meta_path.is_file():
+        return []
+    return json.loads(meta_path.read_text()).get("members") or []
+
+
+def _mean_of(models: list[nn.Module], meta: dict[str, Any], device: str) -> MeanEnsemble:
+    kinds = {t["name"]: t["kind"] for t in meta["tasks"]}
+    return MeanEnsemble(models, kinds).to(device).eval()
+
+
+def _signature(meta: dict[str, Any]) -> tuple:
+    """What models must share to be averaged: input size, fit and tasks (name, kind, classes)."""
+    tasks = tuple((t["name"], t["kind"], tuple(t.get("classes") or ())) for t in meta["tasks"])
+    return meta["image_size"], meta.get("fit", "stretch"), tasks
+
+
+def load_models(paths: Sequence[str | Path], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """One model folder (``load_model_dir``), or several applied as one: the ``MeanEnsemble``
+    of their models, with the first folder's ``model.json`` and, per segmentation task, the
+    mean of the folders' thresholds (each chosen on its own held-out fold; 0.5 where a folder
+    records none)."""
+    loaded = [load_model_dir(p, device) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    first = loaded[0][1]
+    for (_, meta), path in zip(loaded[1:], paths[1:], strict=True):
+        if _signature(meta) != _signature(first):
+            raise ValueError(
+                f"{path}/model.json: image size, fit or tasks differ from {paths[0]}/model.json; "
+                "only models of the same tasks and input can be averaged"
+            )
+    seg = [t["name"] for t in first["tasks"] if t["kind"] == "segmentation"]
+    thresholds = {
+        t: float(np.mean([(m.get("threshold") or {}).get(t, MASK_THRESHOLD) for _, m in loaded]))
+        for t in seg
+    }
+    meta = {**first, "members": [str(p) for p in paths], "threshold": thresholds}
+    log.info("averaging %d models; thresholds %s", len(loaded), thresholds)
+    return _mean_of([m for m, _ in loaded], meta, device), meta
 
 
 # ----------------------------------------------------------------------------- images
@@ -147,7 +206,7 @@ def predict_one(
     model: MultiTaskModel, meta: dict[str, Any], pixels: np.ndarray, stem: str, out_dir: Path
 ) -> dict[str, Any]:
     """Predictions of every task for one ``[H, W]`` image; writes its PNGs under ``out_dir``."""
-    from umsrep.derive import grad_cam, overlay_heatmap
+    from umsrep.derive import overlay_heatmap
 
     device = next(model.parameters()).device
     height, width = pixels.shape
@@ -165,7 +224,7 @@ def predict_one(
             k = int(probs.argmax())
             row[name] = str(task["classes"][k])
             row[f"{name}_prob"] = float(probs[k])
-            heat = grad_cam(model, name, x, layer=gradcam_layer(model, name))[0, 0].cpu().numpy()
+            heat = explain(model, name, x, k)
             heat = from_square(np.clip(heat, 0.0, 1.0).astype(np.float32), (height, width), fit)
             overlay = overlay_heatmap(gray, np.clip(heat, 0.0, 1.0))
             file = f"{stem}_{name}_gradcam.png"
@@ -178,8 +237,10 @@ def predict_one(
             else:
                 prob = from_square(torch.sigmoid(out.float())[0, 0].cpu().numpy(),
                                    (height, width), fit)
-            mask = prob > MASK_THRESHOLD
-            if meta.get("mask_cleanup"):  # islands / holes (umsrep/derive/postprocess.py)
+            mask = prob > float((meta.get("threshold") or {}).get(name, MASK_THRESHOLD))
+            # islands, holes, regions beyond the N largest (umsrep/derive/postprocess.py); a
+            # model.json older than keep_largest lacks the key and gets clean_mask's default
+            if meta.get("mask_cleanup"):
                 mask = clean_mask(mask, **meta["mask_cleanup"])
             mask = mask.astype(np.uint8)
             file = f"{stem}_{name}_mask.png"
@@ -191,6 +252,17 @@ def predict_one(
             _write_png(out_dir / file, _reconstruction(out, mean, width, height, fit))
             row[f"{name}_denoised"] = file
     return row
+
+
+def explain(model: nn.Module, task: str, x: torch.Tensor, target_class: int) -> np.ndarray:
+    """Grad-CAM ``[S, S]`` (0-1) of one image ``x`` ``[1, 1, S, S]`` for ``target_class``; for
+    several models averaged, the mean of their maps for the class the ensemble predicts."""
+    from umsrep.derive import grad_cam
+
+    members = list(model.members) if isinstance(model, MeanEnsemble) else [model]
+    maps = [grad_cam(m, task, x, target_class=target_class, layer=gradcam_layer(m, task))[0, 0]
+            .cpu().numpy() for m in members]
+    return np.mean(maps, axis=0)
 
 
 def _reconstruction(out: torch.Tensor, mean: float, width: int, height: int,
@@ -242,9 +314,15 @@ def apply_model_rules(meta: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
 
 
 def predict_images(
-    model_dir: str | Path, images: list[Path], out_dir: str | Path, *, device: str = "cpu"
+    model_dir: str | Path | Sequence[str | Path],
+    images: list[Path],
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Predict every task (and rule) for each image; write PNGs and ``out_dir/predictions.csv``.
+
+    ``model_dir``: one model folder, or several whose probabilities are averaged (``load_models``).
 
     Returns the table written to the CSV: one row per image, columns ``image``, ``error`` (empty
     when the image was read), per classification task ``<task>``, ``<task>_prob``,
@@ -254,7 +332,8 @@ def predict_images(
     """
     from umsrep.data.io import ImageDecodeError, load_image
 
-    model, meta = load_model_dir(model_dir, device=device)
+    dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+    model, meta = load_models(dirs, device=device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
@@ -280,7 +359,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model_dir", type=Path, help="a trained stage's checkpoint folder (model.pt + model.json)"
     )
-    parser.add_argument("images", type=Path, nargs="+", help="PNG, JPEG or DICOM files")
+    parser.add_argument(
+        "images",
+        type=Path,
+        nargs="+",
+        help="PNG, JPEG or DICOM files; folders given before them are more model folders, "
+        "whose probabilities are averaged with the first's (e.g. the k fold models)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -296,7 +381,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    df = predict_images(args.model_dir, args.images, args.output, device=args.device)
+    more = list(itertools.takewhile(Path.is_dir, args.images))  # MODEL_DIR... IMAGE...
+    images = args.images[len(more):]
+    if not images:
+        raise SystemExit("umsrep predict: no image files after the model folders")
+    df = predict_images([args.model_dir, *more], images, args.output, device=args.device)
     failed = int(df["error"].notna().sum())
     log.info(
         "%d image(s) predicted, %d unreadable; wrote %s",

@@ -1,4 +1,9 @@
-"""One small generic registry, used for importers, backbones, heads, strategies and metrics."""
+"""One small generic registry, used for importers, backbones, heads, strategies and metrics.
+
+Experiment files name backbones, heads, losses, strategies and weightings; they are checked at
+load time against ``umsrep/catalog.py`` (no torch import), which ``tests/test_catalog.py`` keeps
+equal to these registries.
+"""
 
 from __future__ import annotations
 

@@ -15,15 +15,25 @@ A run folder holds (all tables Parquet, written atomically: temp file then ``os.
     ("done" | "failed"), wall_s (float, seconds of training), epochs (int), trainable_params
     (int), checkpoint (str: folder that ``umsrep predict`` takes, may be "").
 ``metrics.parquet`` (long format, one row per value)
-    fold (int; -1 for a value pooled over folds), strategy (str; "baseline" for the baseline),
-    task (str), split ("val" | "test"), metric (str: accuracy, f1, mcc, auc, iou, dice,
-    pixel_accuracy, psnr, ssim, ms_ssim, loss), value (float), noise (str, "" unless the metric
-    is per noise level, e.g. "gaussian-20", "poisson-30").
+    fold (int; -1 for the fold ensemble: the mean of the k fold models' probabilities on the
+    external test splits, ``umsrep/runner/ensemble.py``; never part of a fold statistic),
+    strategy (str; "baseline" for the baseline), task (str), split ("val" | "test" |
+    "test:<dataset>"), metric (str: accuracy, f1, mcc, auc, iou, dice, pixel_accuracy,
+    dice_orig, dice_orig_min, iou_orig, psnr, ssim, ms_ssim, loss; a segmentation ensemble has
+    only the ``*_orig`` ones), value (float), noise (str, "" unless the metric is per noise
+    level, e.g. "gaussian-20", "poisson-30").
 ``predictions.parquet`` (one row per test or validation sample and task)
     fold, strategy, task, split, sample_id (str), y_true (int), y_pred (int), score (float:
     probability of the positive / predicted class; for segmentation the per-image Dice), and
     for segmentation ``iou`` (float) so correctness can be thresholded later. For segmentation
-    ``y_true`` is 1 and ``y_pred`` is 1 when ``iou >= SEGMENTATION_CORRECT_IOU``.
+    ``y_true`` is 1 and ``y_pred`` is 1 when ``iou >= SEGMENTATION_CORRECT_IOU``. Rows with
+    fold -1 are the fold ensemble's (test splits only); its segmentation Dice and IoU are at
+    each image's original size, cut at the threshold chosen on the held-out folds.
+``ensembles/<template>/``
+    One fold ensemble per template (a stage id without its fold, e.g. ``joint``,
+    ``independent-lung``, ``baseline-abnormal``): its metrics/predictions.parquet (merged into
+    the run's tables), ``model.json`` (``members``, ``threshold``; ``umsrep predict`` takes the
+    folder) and ``result.json`` (members, threshold and the held-out Dice it was chosen on).
 ``tune/<stage-name>/...``
     Ray Tune results of each sweep (``trials.parquet``: one row per trial with its config keys
     prefixed ``config/`` and its reported metrics).

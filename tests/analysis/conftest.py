@@ -2,7 +2,10 @@
 writes one: the CXR heterogeneous scenario with a denoising backbone, lung segmentation and
 abnormality classification, three strategies plus the baseline, k folds sharing one external
 test set (split "test"), each fold also scored on its own held-out part of the fine-tuning set
-(split "val", ``n_val`` images per fold), Tune trials and a small PNG gallery."""
+(split "val", ``n_val`` images per fold), Tune trials and a small PNG gallery. With
+``datasets``, the external test set pools those datasets and each is also scored on its own
+(split "test:<dataset>", a contiguous share of the test images), as the runner's
+``eval_splits`` does."""
 
 from __future__ import annotations
 
@@ -115,6 +118,18 @@ def _predictions(
     return pd.DataFrame(rows).astype(PREDICTIONS_COLUMNS)
 
 
+def _per_dataset(preds: pd.DataFrame, datasets: tuple[str, ...]) -> pd.DataFrame:
+    """The "test" rows of each dataset's share of the test images again, as "test:<dataset>"."""
+    test = preds[preds["split"] == "test"]
+    ids = sorted(set(test["sample_id"]))
+    shares = np.array_split(np.array(ids), len(datasets))
+    parts = [
+        test[test["sample_id"].isin(share)].assign(split=f"test:{name}")
+        for name, share in zip(datasets, shares, strict=True)
+    ]
+    return pd.concat([preds, *parts], ignore_index=True).astype(PREDICTIONS_COLUMNS)
+
+
 def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for (split, fold, s, task), g in preds.groupby(["split", "fold", "strategy", "task"]):
@@ -214,8 +229,11 @@ def make_run_folder(
     strategies: tuple[str, ...] = STRATEGIES,
     trials: bool = True,
     samples: bool = True,
+    datasets: tuple[str, ...] = (),
+    paper_reference: dict | None = None,
 ) -> Path:
-    """Write a complete synthetic run folder under ``root/name`` and return its path."""
+    """Write a complete synthetic run folder under ``root/name`` and return its path;
+    ``paper_reference`` goes into ``config.yaml``'s experiment as the runner writes it."""
     rng = np.random.default_rng(seed)
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -224,6 +242,8 @@ def make_run_folder(
         "git_revision": "0" * 40,
         "experiment": {"name": name, "folds": n_folds, "strategies": list(strategies)},
     }
+    if paper_reference:
+        config["experiment"]["paper_reference"] = paper_reference
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     _stages(n_folds, rng, strategies).to_parquet(run_dir / "stages.parquet")
     preds = _predictions(n_folds, n_test, rng, strategies)
@@ -231,6 +251,8 @@ def make_run_folder(
     val_rng = np.random.default_rng(seed + 1)
     val = _predictions(n_folds, n_val, val_rng, strategies, split="val", prefix="sz")
     preds = pd.concat([preds, val], ignore_index=True)
+    if datasets:
+        preds = _per_dataset(preds, datasets)
     preds.to_parquet(run_dir / "predictions.parquet")
     _metrics(preds, n_folds, rng).to_parquet(run_dir / "metrics.parquet")
     if trials:

@@ -31,22 +31,27 @@ def test_summarize_folds_known_mean_std_and_t_interval():
     assert one["mean"] == 0.7 and np.isnan(one["std"]) and np.isnan(one["ci_low"])
 
 
-def test_metric_summary_groups_folds_keeps_pooled_and_puts_baseline_last():
+def test_metric_summary_groups_folds_keeps_the_ensemble_apart_and_puts_baseline_last():
     rows = [
         ("r", f, s, "cls", "test", "accuracy", v, "")
         for s, vals in (("baseline", [0.6, 0.7]), ("joint", [0.8, 0.9, 1.0]))
         for f, v in enumerate(vals)
     ]
     rows += [
-        ("r", -1, "joint", "cls", "test", "accuracy", 0.93, ""),  # runner's pooled value
+        ("r", -1, "joint", "cls", "test", "accuracy", 0.93, ""),  # the fold ensemble
         ("r", 0, "joint", "cls", "val", "accuracy", 0.1, ""),  # other split: ignored
         ("r", 0, "", "denoise", "test", "psnr", 30.0, "gaussian-10"),
     ]  # noise rows: Table 2
     out = metric_summary(_metrics(rows))
     assert out["strategy"].tolist() == ["joint", "baseline"]
     joint = out.iloc[0]
-    assert joint["n_folds"] == 3 and joint["mean"] == pytest.approx(0.9) and joint["pooled"] == 0.93
-    assert np.isnan(out.iloc[1]["pooled"])
+    # the ensemble's 0.93 is its own column, not a fourth fold: mean of 0.8, 0.9, 1.0
+    assert joint["n_folds"] == 3 and joint["mean"] == pytest.approx(0.9)
+    assert joint["ensemble"] == 0.93 and np.isnan(joint["pooled"])
+    assert np.isnan(out.iloc[1]["ensemble"])
+    table = paper_table(out)
+    assert table.loc[table["strategy"] == "joint", "accuracy (ensemble)"].item() == 0.93
+    assert table.loc[table["strategy"] == "baseline", "accuracy (ensemble)"].item() == "–"
 
 
 def test_pooled_values_fall_back_to_predictions():
@@ -59,13 +64,13 @@ def test_pooled_values_fall_back_to_predictions():
     preds = pd.DataFrame(
         {
             "run": "r",
-            "fold": [0, 0, 1, 1],
+            "fold": [0, 0, 1, 1, -1, -1],  # -1: the fold ensemble, not pooled
             "strategy": "joint",
             "task": "cls",
             "split": "test",
-            "sample_id": ["a", "b", "a", "b"],
-            "y_true": [1, 0, 1, 0],
-            "y_pred": [1, 1, 1, 0],
+            "sample_id": ["a", "b", "a", "b", "a", "b"],
+            "y_true": [1, 0, 1, 0, 1, 0],
+            "y_pred": [1, 1, 1, 0, 0, 1],
             "score": 0.5,
             "iou": np.nan,
         }

@@ -82,3 +82,20 @@ def test_default_collate_batches(cache):
                                  batch_size=4)))
     assert batch["image"].shape == (4, 1, 32, 32) and batch["labels"]["a"].tolist() == [0, 1, 1, -1]
     assert batch["sample_id"] == ["im0", "im1", "im2", "im3"]
+
+
+def test_robust_augment_runs_on_0_1_pixels_before_normalization_and_repeats(cache):
+    from umsrep.data.augment import build_augment
+
+    ds = CachedDataset(cache, indices=[0], tasks={"lungs": TaskLabel("mask")},
+                       augment=build_augment("cxr_robust"))
+    items = []
+    for seed in (3, 3):
+        torch.manual_seed(seed)
+        items.append([ds[0] for _ in range(4)])
+    for a, b in zip(*items, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        restored = a["image"] + a["image_mean"]  # back on 0-1: the transforms worked there
+        assert float(restored.min()) >= -1e-6 and float(restored.max()) <= 1 + 1e-6
+        assert abs(float(a["image"].mean())) < 1e-5
+        assert set(a["mask"].unique().tolist()) <= {0.0, 1.0}

@@ -54,7 +54,15 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
                 key(fit="pad", augment="cxr")}) == 4
     exp = load_experiment(data={**tiny_config, "data": {**tiny_config["data"], "fit": "stretch",
                                                         "augment": "none"}})
-    assert plain == exp.digest(exp.backbone, exp.data.image_size, "pool", exp.seed)
+    # train.checkpoint came later: its default (best) is not hashed either
+    earlier = exp.to_dict()["backbone"]
+    assert earlier["train"].pop("checkpoint") == "best"
+    assert earlier["train"].pop("monitor") == "loss"  # train.monitor came later still
+    assert plain == exp.digest(earlier, exp.data.image_size, "pool", exp.seed)
+    last = {**tiny_config, "backbone": {**tiny_config["backbone"],
+                                        "train": {**tiny_config["backbone"]["train"],
+                                                  "checkpoint": "last"}}}
+    assert backbone_key(load_experiment(data=last), 0, "pool") != plain
 
 
 @pytest.mark.parametrize(
@@ -92,3 +100,21 @@ def test_missing_data_path_is_refused(tiny_config, tmp_path):
         load_experiment(data=tiny_config)
     with pytest.raises(ConfigError, match=r"data.train\[0\].path"):
         load_experiment(data=tiny_config, data_root=tmp_path)
+
+
+def test_a_stored_import_whose_merged_masks_are_gone_is_imported_again(tmp_path):
+    import pandas as pd
+
+    from umsrep.runner.data import _derived_files_missing
+
+    out = tmp_path / "imports" / "montgomery-abc.parquet"
+    derived = tmp_path / "imports" / "montgomery-abc.masks"
+    derived.mkdir(parents=True)
+    merged = derived / "MCUCXR_0001_0_mask.png"
+    pd.DataFrame({"sample_id": ["a", "b"], "mask_path": [str(merged), None],
+                  "mask_heart_path": [None, str(tmp_path / "elsewhere" / "h.png")]}
+                 ).to_parquet(out)
+    assert _derived_files_missing(out)  # the cache folder was moved: the merged mask is gone
+    merged.write_bytes(b"png")
+    # present now; a missing file outside the import's own folder is the dataset's business
+    assert not _derived_files_missing(out)

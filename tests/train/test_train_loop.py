@@ -126,3 +126,31 @@ def test_plateau_reduces_lr_and_history_logs_weights():
 def test_monitor_must_exist():
     with pytest.raises(KeyError, match="monitor"):
         _run(_cfg(monitor="val/nothing", patience=2))
+
+
+def test_val_score_averages_each_tasks_main_metric_on_a_0_1_scale():
+    from types import SimpleNamespace
+
+    from umsrep.train.hooks import val_score
+
+    tasks = {"lung": SimpleNamespace(kind="segmentation"),
+             "tb": SimpleNamespace(kind="classification"),
+             "den": SimpleNamespace(kind="denoise")}
+    metrics = {"val/lung/dice": 0.9, "val/tb/auc": 0.7, "val/tb/accuracy": 0.1,
+               "val/den/psnr": 30.0, "val/loss": 5.0}
+    assert val_score(metrics, tasks) == pytest.approx((0.9 + 0.7 + 0.6) / 3)
+    # no AUC (one class in the validation split): accuracy stands in
+    metrics["val/tb/auc"] = float("nan")
+    assert val_score(metrics, tasks) == pytest.approx((0.9 + 0.1 + 0.6) / 3)
+    # no task metric at all: minus the loss, so that larger is still better
+    assert val_score({"val/loss": 5.0}, tasks) == -5.0
+
+
+def test_monitor_score_maps_to_val_score_maximised():
+    from umsrep.experiment import TrainSettings
+    from umsrep.runner.stage import train_config
+
+    cfg = train_config(None, TrainSettings(monitor="score"), {}, "cpu", 0)
+    assert (cfg.monitor, cfg.mode) == ("val/score", "max")
+    cfg = train_config(None, TrainSettings(), {}, "cpu", 0)
+    assert (cfg.monitor, cfg.mode) == ("val/loss", "min")

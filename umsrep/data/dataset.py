@@ -118,8 +118,9 @@ class CachedDataset(Dataset):
         return item
 
 
-def _clamp01(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0, 1)
+def _clamp01(x: tv_tensors.Image) -> tv_tensors.Image:
+    # still an Image, so transforms composed after this one see the image as such
+    return tv_tensors.wrap(x.clamp(0, 1), like=x)
 
 
 class RandomAspect(v2.Transform):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from umsrep.config import output_folder
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="experiment YAML (see sweeps/)")
     p.add_argument("--data-root", type=Path, default=None, help="overrides data.root")
-    p.add_argument("--output", type=Path, default=Path("runs"), help="where run folders go")
+    p.add_argument("--output", type=output_folder, default=Path("runs"),
+                   help="where run folders go (a local or mounted folder)")
     p.add_argument("--resume", type=Path, default=None, help="finish this run folder")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     p.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one experiment setting (repeatable), e.g. --set data.fit=pad")
@@ -26,11 +29,17 @@ def _cuda() -> bool:
 def run(args: argparse.Namespace) -> int:
     from umsrep.config import parse_set_options
     from umsrep.experiment import load_experiment
-    from umsrep.runner.local import run_local
+    from umsrep.runner.resume import check_resumable
 
     overrides = {"folds.run": args.folds} if args.folds else {}
     overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
-    run_dir = run_local(exp, args.output, resume=args.resume, device=args.device)
+    if args.resume is not None:
+        check_resumable(args.resume)
+    # torch and the runner only once the experiment is valid: a bad file is refused in a second
+    from umsrep.runner.local import run_local
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    run_dir = run_local(exp, args.output, resume=args.resume, device=device)
     print(run_dir)
     return 0

@@ -68,11 +68,26 @@ def source_manifest(exp: Experiment, src: SourceConfig, work: Path) -> Path:
     raw = resolve_path(exp, src.path or "")
     digest = hashlib.sha256(f"{src.importer}:{raw}".encode()).hexdigest()[:12]
     out = work / "imports" / f"{src.importer}-{digest}.parquet"
-    if not out.exists():
+    if not out.exists() or _derived_files_missing(out):
         report = run_import(src.importer or "", raw, out)
         log.info("imported %s: %d images, %d quarantined (%s)", src.importer,
                  len(report.manifest), len(report.quarantine), report.quarantine_path)
     return out
+
+
+def _derived_files_missing(manifest: Path) -> bool:
+    """True when a stored import names files it wrote itself (merged masks in
+    ``<manifest>.masks/``) that are gone, e.g. after the cache folder was moved or pruned:
+    the import is then redone instead of quarantining every image whose mask it cannot find."""
+    derived = Path(str(manifest.with_suffix("")) + ".masks")
+    df = pd.read_parquet(manifest)
+    for col in [c for c in df.columns if c == "mask_path" or c.startswith("mask_")]:
+        for value in df[col].dropna().astype(str):
+            if Path(value).name and Path(value).parent.name == derived.name \
+                    and not Path(value).exists():
+                log.info("%s: %s is gone; importing again", manifest.name, value)
+                return True
+    return False
 
 
 def _load_source(exp: Experiment, src: SourceConfig, work: Path) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from umsrep.runner.checkpoints import save_checkpoints, scored_epochs
 from umsrep.runner.plan import Stage
 from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.stage import (
@@ -23,10 +24,10 @@ from umsrep.runner.stage import (
     make_dataset,
     make_loader,
     noise_config,
-    save_model_dir,
     train_config,
 )
 from umsrep.runner.store import atomic_write_json, read_json
+from umsrep.runner.threshold import held_out_dice, threshold_record
 from umsrep.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -73,24 +74,41 @@ def loaders_for(ctx: StageContext, tasks: list[Task], positions: np.ndarray, *, 
 
 
 def eval_splits(ctx: StageContext, stage: Stage) -> dict[str, np.ndarray]:
-    """'val' = the fold's held-out part; 'test' = the external set (or the held-out fold)."""
+    """'val' = the fold's held-out part; 'test' = the external set (or the held-out fold).
+
+    When the external set pools several datasets (e.g. Montgomery and JSRT), each is also
+    scored on its own as split ``test:<dataset>`` (the manifest's ``dataset`` column): a
+    pooled figure hides which population a model fails on.
+    """
     fold = ctx.data.folds[stage.fold]
     ext = ctx.data.external
-    return {"val": fold.test, "test": ext if len(ext) else fold.test}
+    splits = {"val": fold.test, "test": ext if len(ext) else fold.test}
+    if len(ext) and "dataset" in ctx.data.index.columns:
+        names = ctx.data.index["dataset"].iloc[ext].astype(str).to_numpy()
+        if len(set(names)) > 1:
+            for name in sorted(set(names)):
+                splits[f"test:{name}"] = ext[names == name]
+    return splits
 
 
 def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], strategy: str,
-                   noise_cfg) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+                   noise_cfg, thresholds: dict[str, float] | None = None
+                   ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Metrics and predictions of every split; ``thresholds`` (segmentation task -> threshold
+    chosen on the held-out fold, ``umsrep.runner.threshold``) cut the original-size masks."""
     from umsrep.train.evaluate import evaluate
 
     metrics: list[dict[str, Any]] = []
     preds: list[pd.DataFrame] = []
     bs = max(ctx.exp.train.batch_size, 16)
     for split, positions in eval_splits(ctx, stage).items():
-        loaders = loaders_for(ctx, tasks, positions, train=False, batch_size=bs, seed=0)
-        m, p = evaluate(model, tasks, loaders, noise_cfg, device=ctx.device)
-        if split == "test":  # segmentation also at each image's original size (original_size.py)
-            m = m + original_size_rows(ctx, model, tasks, loaders)
+        scored = [t for t in tasks if len(labelled(ctx, positions, t))]  # e.g. no TB label in JSRT
+        if not scored:
+            continue
+        loaders = loaders_for(ctx, scored, positions, train=False, batch_size=bs, seed=0)
+        m, p = evaluate(model, scored, loaders, noise_cfg, device=ctx.device)
+        if split.startswith("test"):  # segmentation also at the original size (original_size.py)
+            m = m + original_size_rows(ctx, model, scored, loaders, thresholds)
         for row in m:
             metrics.append({"fold": stage.fold, "strategy": strategy, "split": split,
                             "noise": row.get("noise", "") or "", "task": row["task"],
@@ -100,22 +118,27 @@ def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], st
     return metrics, pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
 
 
-def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders) -> list[dict]:
+def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders,
+                       thresholds: dict[str, float] | None = None) -> list[dict]:
     """dice_orig / dice_orig_min / iou_orig rows of each segmentation task."""
-    from umsrep.runner.original_size import evaluate_original_size
+    from umsrep.runner.original_size import THRESHOLD, evaluate_original_size
 
     return [row for t in tasks if t.kind == "segmentation" for row in evaluate_original_size(
         model, t, loaders[t.name], ctx.data.index, device=ctx.device,
         fit=ctx.exp.data.fit, tta=ctx.exp.evaluation.tta,
-        clean=mask_cleanup(ctx.exp))[0]]
+        clean=mask_cleanup(ctx.exp),
+        threshold=(thresholds or {}).get(t.name, THRESHOLD))[0]]
 
 
 def mask_cleanup(exp) -> dict[str, Any] | None:
     """``clean_mask`` arguments from ``evaluation`` (None when it would change nothing)."""
     ev = exp.evaluation
-    if not ev.min_component and not ev.fill_holes:
+    if not ev.min_component and not ev.fill_holes and not ev.keep_largest:
         return None
-    return {"min_fraction": float(ev.min_component), "fill_holes": bool(ev.fill_holes)}
+    clean = {"min_fraction": float(ev.min_component), "fill_holes": bool(ev.fill_holes)}
+    if ev.keep_largest:  # only when set: older umsrep predict reads model.json without it
+        clean["keep_largest"] = int(ev.keep_largest)
+    return clean
 
 
 def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
@@ -177,6 +200,7 @@ def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> 
                                     if fit_result.best_metric is not None else float("nan")),
             "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
             "epoch_s": [float(h.get("train/epoch_s", float("nan"))) for h in fit_result.history],
+            "train_images": int(sum(h.get("train/images", 0) for h in fit_result.history)),
             **extra}
 
 
@@ -212,11 +236,13 @@ def pretrain_backbone(ctx, stage: Stage, hparams, report, resume_from, rank):
         torch.save({"backbone": model.backbone.state_dict(), "head": head.state_dict(),
                     "task": task.name}, store / "model.pt.tmp")
         (store / "model.pt.tmp").replace(store / "model.pt")
-        save_model_dir(store / "checkpoint", model, model_meta(ctx, [task], stage))
+        save_checkpoints(store, model, model_meta(ctx, [task], stage), fit_result,
+                         exp.backbone.train)
         pd.DataFrame(metrics).to_parquet(store / "metrics.parquet", index=False)
         write_stage_samples(ctx, stage, model, [task], SHARED)
     result = _result(stage, fit_result, params, str(store / "checkpoint"),
-                     store_key=stage.store_key, reused=False)
+                     store_key=stage.store_key, reused=False,
+                     **scored_epochs(fit_result, exp.backbone.train))
     if rank == 0:
         atomic_write_json(result, store / "result.json")
     return result, metrics, preds
@@ -251,12 +277,16 @@ def finetune_heads(ctx, stage: Stage, hparams, report, resume_from, out_dir: Pat
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
     params = getattr(fit_result, "trainable_params", None) or _trainable(model)
-    metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise)
+    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, tasks, mask_cleanup(exp)))
+    metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise,
+                                    chosen["threshold"])
     ckpt = out_dir / "checkpoint"
     if rank == 0:
-        save_model_dir(ckpt, model, model_meta(ctx, tasks, stage))
+        save_checkpoints(out_dir, model, model_meta(ctx, tasks, stage, chosen["threshold"]),
+                         fit_result, exp.train)
         write_stage_samples(ctx, stage, model, tasks, stage.strategy, out_dir)
-    return _result(stage, fit_result, params, str(ckpt)), metrics, preds
+    return _result(stage, fit_result, params, str(ckpt), **chosen,
+                   **scored_epochs(fit_result, exp.train)), metrics, preds
 
 
 def _trainable(model) -> int:
@@ -297,12 +327,18 @@ def train_baseline(ctx, stage: Stage, hparams, report, resume_from, out_dir: Pat
     fit_result = fit_model(ctx, train_model, [task], "joint", {}, exp.train, hparams,
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
-    metrics, preds = evaluate_model(ctx, stage, train_model, [task], "baseline", noise)
+    chosen = threshold_record(held_out_dice(ctx, stage.fold, train_model, [task],
+                                            mask_cleanup(exp)))
+    metrics, preds = evaluate_model(ctx, stage, train_model, [task], "baseline", noise,
+                                    chosen["threshold"])
     ckpt = out_dir / "checkpoint"
     if rank == 0:
-        save_model_dir(ckpt, train_model, model_meta(ctx, [task], stage))
+        save_checkpoints(out_dir, train_model,
+                         model_meta(ctx, [task], stage, chosen["threshold"]), fit_result,
+                         exp.train)
         write_stage_samples(ctx, stage, train_model, [task], "baseline", out_dir)
-    return _result(stage, fit_result, params, str(ckpt)), metrics, preds
+    return _result(stage, fit_result, params, str(ckpt), **chosen,
+                   **scored_epochs(fit_result, exp.train)), metrics, preds
 
 
 def load_denoiser(ctx: StageContext, fold: int):
@@ -320,10 +356,13 @@ def load_denoiser(ctx: StageContext, fold: int):
     return MultiTaskModel(bb, {"denoise": head})
 
 
-def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage) -> dict[str, Any]:
-    """Everything ``umsrep predict`` needs to rebuild the model without the experiment file."""
+def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage,
+               thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Everything ``umsrep predict`` needs to rebuild the model without the experiment file;
+    ``threshold``: per segmentation task, the one chosen on the held-out fold."""
     exp = ctx.exp
     return {
+        "threshold": dict(thresholds or {}),
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
         "image_size": exp.data.image_size, "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
         "mask_cleanup": mask_cleanup(exp),

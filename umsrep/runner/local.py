@@ -8,6 +8,7 @@ from pathlib import Path
 
 from umsrep.experiment import Experiment
 from umsrep.runner.data import RunData, load_run_data, materialize, save_run_data
+from umsrep.runner.ensemble import run_ensembles
 from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan, build_plan
 from umsrep.runner.runfolder import (
@@ -65,5 +66,7 @@ def run_local(exp: Experiment, output: Path, resume: Path | None = None,
             result = run_stage(run.ctx, stage)
             log.info("%s: %.1f s, %d epochs, %d trainable params", stage.id,
                      result["wall_s"], result["epochs"], result["trainable_params"])
+        compose_tables(run.run_dir, run.plan)
+    if run_ensembles(run.ctx, run.plan):  # inference only; done ones are skipped on --resume
         compose_tables(run.run_dir, run.plan)
     return run.run_dir

@@ -4,7 +4,8 @@ The cache stores every image resized to ``S x S`` (a 512x421 Montgomery mask bec
 so the Dice a head gets on cached masks says little about what a user sees when the mask is
 mapped back onto the original radiograph. Here each predicted probability map ``[S, S]`` (0-1)
 is mapped back to the original mask's ``H x W`` (OpenCV bilinear, undoing the experiment's
-``data.fit``: ``umsrep.data.geometry.from_square``), thresholded at 0.5 and compared with the
+``data.fit``: ``umsrep.data.geometry.from_square``), thresholded (0.5, or the threshold the
+stage chose on its held-out fold: ``umsrep.runner.threshold``) and compared with the
 original mask read from ``mask_path`` (``mask_<name>_path`` for a task on ``mask_<name>``;
 ``umsrep.data.io.load_mask``), after the optional
 clean-up (``umsrep.derive.postprocess.clean_mask``). With ``tta`` (fits such as
@@ -49,15 +50,17 @@ def resize_probabilities(prob: np.ndarray, shape: tuple[int, int],
 
 def score_at_original_size(prob: np.ndarray, mask: np.ndarray, fit: str = "stretch",
                            clean: dict[str, Any] | None = None,
-                           image_shape: tuple[int, int] | None = None) -> tuple[float, float]:
-    """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), threshold 0.5,
-    then ``clean_mask(pred, **clean)`` when ``clean`` is given. ``image_shape``: the original
+                           image_shape: tuple[int, int] | None = None,
+                           threshold: float = THRESHOLD) -> tuple[float, float]:
+    """(Dice, IoU) of ``prob`` [S, S] (0-1) mapped back to ``mask`` [H, W] (0/1), cut at
+    ``threshold`` (0.5, or the one chosen on held-out folds: ``umsrep.runner.threshold``), then
+    ``clean_mask(pred, **clean)`` when ``clean`` is given. ``image_shape``: the original
     image's size when the mask file has another one (the fit is undone at the image's size,
     then the map is resized to the mask's)."""
     if image_shape is not None and tuple(image_shape) != mask.shape[:2]:
         prob = resize_probabilities(prob, image_shape, fit)
         fit = "stretch"
-    pred = resize_probabilities(prob, mask.shape, fit) > THRESHOLD
+    pred = resize_probabilities(prob, mask.shape, fit) > threshold
     if clean:
         pred = clean_mask(pred, **clean)
     true = np.asarray(mask).astype(bool)
@@ -68,8 +71,8 @@ def score_at_original_size(prob: np.ndarray, mask: np.ndarray, fit: str = "stret
 def score_original_size(probs: Mapping[str, np.ndarray],
                         mask_paths: Mapping[str, str | Path],
                         fit: str = "stretch", clean: dict[str, Any] | None = None,
-                        image_shapes: Mapping[str, tuple[int, int]] | None = None
-                        ) -> pd.DataFrame:
+                        image_shapes: Mapping[str, tuple[int, int]] | None = None,
+                        threshold: float = THRESHOLD) -> pd.DataFrame:
     """Per image: ``sample_id, dice, iou, height, width`` at the original mask size.
 
     ``probs`` maps a sample id to its probability map [S, S] on 0-1; ``mask_paths`` maps it to
@@ -87,7 +90,7 @@ def score_original_size(probs: Mapping[str, np.ndarray],
             log.warning("original-size score: %s skipped: %s", path, err)
             continue
         dice, iou = score_at_original_size(prob, mask, fit, clean,
-                                           (image_shapes or {}).get(sid))
+                                           (image_shapes or {}).get(sid), threshold)
         rows.append((str(sid), dice, iou, *mask.shape))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
@@ -138,13 +141,15 @@ def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFr
 
 def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.DataFrame,
                            device: str | torch.device = "cpu", fit: str = "stretch",
-                           tta: list[str] | None = None, clean: dict[str, Any] | None = None
+                           tta: list[str] | None = None, clean: dict[str, Any] | None = None,
+                           threshold: float = THRESHOLD
                            ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metric rows and per-image scores of a segmentation ``task`` at the original size.
 
     ``index`` is the cache index (``sample_id``, ``mask_path``, ``image_path``) of the loader's
     samples; ``tta`` averages those fits of the original image (else ``fit`` on the cache);
-    ``clean`` (``min_fraction``, ``fill_holes``) post-processes each thresholded mask.
+    ``clean`` (``min_fraction``, ``fill_holes``, ``keep_largest``) post-processes each
+    thresholded mask.
     """
     probs = predict_probabilities(model, task, loader, device)
     if tta:
@@ -159,7 +164,7 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
         shapes = {str(s): (int(h), int(w)) for s, h, w in zip(
             index["sample_id"], hw["height"], hw["width"], strict=True)
             if pd.notna(h) and pd.notna(w)}
-    scores = score_original_size(probs, paths, fit, clean, shapes)
+    scores = score_original_size(probs, paths, fit, clean, shapes, threshold)
     for row in scores.itertuples(index=False):
         log.info("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
                  row.width, row.dice, row.iou)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from umsrep.config import to_dict
 from umsrep.experiment import Experiment
 
 
@@ -56,7 +57,11 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     # pretraining sees the same fit and augmentation as the heads; the defaults add nothing to
     # the hash, so keys of earlier runs without them stay valid
     extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
-    return exp.digest(exp.backbone, exp.data.image_size, pool_ids_digest, exp.seed, *extra)
+    backbone = to_dict(exp.backbone)
+    for key, default in (("checkpoint", "best"), ("monitor", "loss")):  # defaults, as above
+        if backbone["train"].get(key) == default:
+            del backbone["train"][key]
+    return exp.digest(backbone, exp.data.image_size, pool_ids_digest, exp.seed, *extra)
 
 
 def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) -> Plan:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from umsrep.experiment import Experiment
+from umsrep.config import to_dict
+from umsrep.experiment import (
+    BackboneConfig,
+    BaselineConfig,
+    DataConfig,
+    EvaluationConfig,
+    Experiment,
+    FoldsConfig,
+    TrainSettings,
+)
 from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan
 from umsrep.runner.store import atomic_write_parquet, atomic_write_yaml, read_json
@@ -71,13 +80,31 @@ def check_resume_config(run_dir: Path, exp: Experiment) -> None:
         if key == "data" and isinstance(old, dict) and isinstance(new, dict):
             old = {k: v for k, v in old.items() if k not in RESUME_FREE_DATA}
             new = {k: v for k, v in new.items() if k not in RESUME_FREE_DATA}
+        new = _added_defaults_dropped(old, new, section_defaults().get(key))
         if key in before and old != new:
             raise ConfigError(key, f"differs from the run being resumed ({path}); resume with "
                                    "the same settings, or start a new run")
 
 
+def section_defaults() -> dict[str, dict]:
+    """The default of every experiment section that has one, as plain data."""
+    return {"data": to_dict(DataConfig()), "backbone": to_dict(BackboneConfig()),
+            "baseline": to_dict(BaselineConfig()), "folds": to_dict(FoldsConfig()),
+            "train": to_dict(TrainSettings()), "evaluation": to_dict(EvaluationConfig())}
+
+
+def _added_defaults_dropped(old, new, default):
+    """``new`` without the keys ``old`` lacks whose value is the default: a setting added to
+    umsrep after the run was made (e.g. ``train.checkpoint``), at the value the run had."""
+    if not (isinstance(old, dict) and isinstance(new, dict) and isinstance(default, dict)):
+        return new
+    return {k: _added_defaults_dropped(old[k], v, default.get(k)) if k in old else v
+            for k, v in new.items() if k in old or v != default.get(k)}
+
+
 def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
-    """Rebuild stages/metrics/predictions.parquet from every finished stage folder."""
+    """Rebuild stages/metrics/predictions.parquet from every finished stage folder and every
+    finished fold ensemble (``ensembles/<template>/``)."""
     stages, metrics, preds = [], [], []
     for stage in plan.stages:
         out = run_dir / "stages" / stage.id
@@ -90,11 +117,11 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
                        "epochs": int(result.get("epochs", 0)),
                        "trainable_params": int(result.get("trainable_params", 0)),
                        "checkpoint": str(result.get("checkpoint", ""))})
-        for name, sink in (("metrics.parquet", metrics), ("predictions.parquet", preds)):
-            if (out / name).exists():
-                df = pd.read_parquet(out / name)
-                if len(df):
-                    sink.append(df)
+        _read_outputs(out, metrics, preds)
+    # fold ensembles (umsrep/runner/ensemble.py): fold = -1 rows, no training stage of their own
+    for result in sorted((run_dir / "ensembles").glob("*/result.json")):
+        if (read_json(result) or {}).get("status") == "done":
+            _read_outputs(result.parent, metrics, preds)
     tables = {
         "stages.parquet": (pd.DataFrame(stages, columns=list(STAGES_COLUMNS)), STAGES_COLUMNS),
         "metrics.parquet": (_concat(metrics, METRICS_COLUMNS), METRICS_COLUMNS),
@@ -106,6 +133,14 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
 
     compose_samples(run_dir)
     return {name: len(df) for name, (df, _) in tables.items()}
+
+
+def _read_outputs(folder: Path, metrics: list[pd.DataFrame], preds: list[pd.DataFrame]) -> None:
+    for name, sink in (("metrics.parquet", metrics), ("predictions.parquet", preds)):
+        if (folder / name).exists():
+            df = pd.read_parquet(folder / name)
+            if len(df):
+                sink.append(df)
 
 
 def _concat(frames: list[pd.DataFrame], cols: dict[str, str]) -> pd.DataFrame:

@@ -83,14 +83,15 @@ def denoise_task() -> Task:
 
 
 def make_dataset(ctx: StageContext, positions: np.ndarray, tasks: list[Task], train: bool):
+    from umsrep.data.augment import build_augment
     from umsrep.data.cache import load_cache
-    from umsrep.data.dataset import CachedDataset, TaskLabel, build_cxr_augment
+    from umsrep.data.dataset import CachedDataset, TaskLabel
 
     labels = {
         t.name: TaskLabel(column=t.column, classes=t.classes)
         for t in tasks if t.kind != "denoise"
     }
-    augment = build_cxr_augment() if (train and ctx.exp.data.augment == "cxr") else None
+    augment = build_augment(ctx.exp.data.augment) if train else None
     return CachedDataset(load_cache(ctx.data.cache_path), positions, labels, augment=augment)
 
 
@@ -174,6 +175,9 @@ def train_config(exp: Experiment, settings, hparams: dict[str, Any], device: str
         plateau_factor=s["plateau_factor"], max_steps_per_epoch=s["max_steps_per_epoch"],
         device=device, precision=s["precision"], channels_last=s["channels_last"],
         val_every=s["val_every"], seed=seed,
+        monitor="val/score" if s["monitor"] == "score" else "val/loss",
+        mode="max" if s["monitor"] == "score" else "min",
+        restore_best=s.get("checkpoint", "best") == "best",  # train.checkpoint: best | last
     )
 
 

@@ -64,6 +64,32 @@ class LoopState:
         return value < best if self.mode == "min" else value > best
 
 
+MAIN_METRIC = {"classification": ("auc", "accuracy"), "segmentation": ("dice",),
+               "denoise": ("psnr",)}
+
+
+def val_score(metrics: Mapping[str, float], tasks: Mapping[str, Any]) -> float:
+    """Mean over ``tasks`` of each task's main validation metric, all on a 0-1 scale: Dice,
+    AUC (accuracy where there is no AUC), PSNR / 50. Falls back to minus the validation loss.
+
+    Keys may be ``val/<task>/<metric>`` (the loop), ``val_<task>_<metric>`` or
+    ``<task>/<metric>``; NaN values are skipped.
+    """
+    values = []
+    for name, task in tasks.items():
+        for metric in MAIN_METRIC[task.kind]:
+            keys = (f"val/{name}/{metric}", f"val_{name}_{metric}", f"{name}/{metric}")
+            found = [float(metrics[k]) for k in keys
+                     if k in metrics and not math.isnan(float(metrics[k]))]
+            if found:
+                values.append(found[0] / 50.0 if metric == "psnr" else found[0])
+                break
+    if values:
+        return sum(values) / len(values)
+    loss = metrics.get("val_loss", metrics.get("val/loss"))
+    return -float(loss) if loss is not None else float("nan")
+
+
 class Hook:
     name = "hook"
 
@@ -144,6 +170,7 @@ class ValidationHook(Hook):
             for row in rows:
                 suffix = f"/{row['noise']}" if row["noise"] else ""
                 state.metrics[f"val/{row['task']}/{row['metric']}{suffix}"] = row["value"]
+            state.metrics["val/score"] = val_score(state.metrics, strategy.tasks)
 
 
 class PlateauHook(Hook):

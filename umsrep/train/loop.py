@@ -57,7 +57,7 @@ class TrainConfig:
     patience: int = 10  # early stopping: epochs without improvement; 0 disables
     plateau_patience: int = 5  # reduce-on-plateau; 0 disables
     plateau_factor: float = 0.5
-    monitor: str = "val/loss"  # a key of the epoch metrics (train/..., val/...)
+    monitor: str = "val/loss"  # a key of the epoch metrics (train/..., val/..., val/score)
     mode: Literal["min", "max"] = "min"
     device: str = "cpu"
     precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (umsrep/precision.py)
@@ -82,6 +82,11 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_metric: float | None = None
     trainable_params: int = 0
+    best_epoch: int = -1  # 0-based epoch of the best monitored value (-1: none validated)
+    last_epoch: int = -1  # 0-based epoch the loop ended on
+    # the weights fit did not leave in the model: the last epoch's when the best epoch's were
+    # restored (restore_best), else the best epoch's; None when no epoch was validated
+    other_weights: dict[str, torch.Tensor] | None = None
 
 
 def strategy_options(cfg: TrainConfig) -> dict[str, Any]:
@@ -234,6 +239,8 @@ def fit(
                 hook.after_epoch(state)
         if state.stop:
             break
+    best = next(h for h in own if isinstance(h, BestWeightsHook))
+    last_weights = _other_weights(state.model, best, cfg.restore_best)
     for hook in all_hooks:
         hook.after_train(state)
     return FitResult(
@@ -242,4 +249,15 @@ def fit(
         history=state.history,
         best_metric=state.best_metric,
         trainable_params=trainable,
+        best_epoch=best.best_epoch,
+        last_epoch=len(state.history) - 1,
+        other_weights=last_weights if cfg.restore_best else best.weights,
     )
+
+
+def _other_weights(model: torch.nn.Module, best: BestWeightsHook,
+                   restore_best: bool) -> dict[str, torch.Tensor] | None:
+    """A copy of the last epoch's weights when the best epoch's are about to replace them."""
+    if not restore_best or best.weights is None:
+        return None
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -18,7 +18,6 @@ gradients are averaged across ranks as they are accumulated (Gloo on CPU, NCCL o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -27,9 +26,10 @@ from typing import Any
 
 import torch
 
+from umsrep.train.hooks import val_score
+
 log = logging.getLogger(__name__)
 
-MAIN_METRIC = {"classification": "accuracy", "segmentation": "dice", "denoise": "psnr"}
 STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belongs to
 
 
@@ -50,22 +50,6 @@ class StageQueue:
         while len(seq) <= k and self.pending:
             seq.append(self.pending.pop(0))
         return seq[k] if k < len(seq) else None
-
-
-def val_score(metrics: dict[str, float], tasks: dict[str, Any]) -> float:
-    """Mean over tasks of each task's main validation metric (PSNR scaled by 1/50)."""
-    values = []
-    for name, task in tasks.items():
-        metric = MAIN_METRIC[task.kind]
-        for key in (f"val/{name}/{metric}", f"val_{name}_{metric}", f"{name}/{metric}"):
-            if key in metrics and not math.isnan(float(metrics[key])):
-                v = float(metrics[key])
-                values.append(v / 50.0 if metric == "psnr" else v)
-                break
-    if values:
-        return sum(values) / len(values)
-    loss = metrics.get("val_loss", metrics.get("val/loss"))
-    return -float(loss) if loss is not None else float("nan")
 
 
 def sync_gradients(model: torch.nn.Module, world_size: int) -> None:

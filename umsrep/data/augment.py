@@ -1,0 +1,181 @@
+"""Augmentation for what unseen radiographs meet: black bands and frames, gamma, washed-out films.
+
+``data.augment: cxr_robust`` is ``cxr`` (``umsrep.data.dataset.build_cxr_augment``) plus the
+transforms here. It exists because models trained on Shenzhen alone marked the black letterbox
+band at the bottom of Montgomery images as lung, and meet JSRT's digitised films (mean gray
+about 0.78 on 0-1, standard deviation about 0.17, against Shenzhen's 0.62 and 0.26) washed out.
+
+Every transform works on the dataset's tensors *before* mean normalization: the image a
+``tv_tensors.Image`` ``[1, S, S]`` float on 0-1, the masks one ``tv_tensors.Mask`` ``[C, S, S]``
+uint8 0/1 (the lung mask and every further mask column a task reads, so all move together).
+Each applies with probability ``p`` and draws its parameters from torch's global generator, so
+a seeded run (``torch.manual_seed``, the DataLoader's per-worker seeds) repeats itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from umsrep.data.dataset import Augment, build_cxr_augment
+
+AUGMENTS: tuple[str, ...] = ("none", "cxr", "cxr_robust")
+
+
+def _draw(low: float, high: float) -> float:
+    return float(torch.empty(()).uniform_(low, high))
+
+
+def _happens(p: float) -> bool:
+    return bool(torch.rand(()) < p)
+
+
+class RandomBorderBands(v2.Transform):
+    """Black band(s) at the image's edges: image and every mask are 0 under a band.
+
+    One side (top, bottom, left or right) gets a band ``thickness`` (a fraction of the side)
+    thick; with probability ``pair`` the opposite side gets one too, as a letterbox does. The
+    masks are zeroed there because no lung is visible in a black band (Montgomery's copies
+    have bands of 14-18 % of the height at the bottom).
+    """
+
+    def __init__(self, p: float = 0.4, thickness: tuple[float, float] = (0.03, 0.25),
+                 pair: float = 0.5) -> None:
+        super().__init__()
+        self.p, self.thickness, self.pair = float(p), (float(thickness[0]),
+                                                        float(thickness[1])), float(pair)
+
+    def make_params(self, flat_inputs: list) -> dict:
+        if not _happens(self.p):
+            return {"bands": []}
+        side = int(torch.randint(0, 4, ()))  # 0 top, 1 bottom, 2 left, 3 right
+        bands = [(side, _draw(*self.thickness))]
+        if _happens(self.pair):
+            bands.append((side ^ 1, _draw(*self.thickness)))  # 0<->1, 2<->3
+        return {"bands": bands}
+
+    def transform(self, inpt, params: dict):
+        if not params["bands"] or not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        out = inpt.clone()
+        h, w = out.shape[-2:]
+        for side, fraction in params["bands"]:
+            n = max(1, round(fraction * (h if side < 2 else w)))
+            if side == 0:
+                out[..., :n, :] = 0
+            elif side == 1:
+                out[..., h - n:, :] = 0
+            elif side == 2:
+                out[..., :, :n] = 0
+            else:
+                out[..., :, w - n:] = 0
+        return out
+
+
+class RandomShrinkFrame(v2.Transform):
+    """Shrink the image by a random factor and place it at a random spot in a black frame.
+
+    A radiograph with its film border, or one pasted into a larger black canvas. The masks are
+    shrunk with it (nearest neighbour) and are 0 in the frame.
+    """
+
+    def __init__(self, p: float = 0.25, scale: tuple[float, float] = (0.7, 0.95)) -> None:
+        super().__init__()
+        self.p, self.scale = float(p), (float(scale[0]), float(scale[1]))
+
+    def make_params(self, flat_inputs: list) -> dict:
+        if not _happens(self.p):
+            return {"scale": None}
+        return {"scale": _draw(*self.scale), "x": float(torch.rand(())),
+                "y": float(torch.rand(()))}
+
+    def transform(self, inpt, params: dict):
+        if params["scale"] is None or not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        h, w = inpt.shape[-2:]
+        sh, sw = max(1, round(h * params["scale"])), max(1, round(w * params["scale"]))
+        small = v2.functional.resize(inpt, [sh, sw], antialias=True)
+        top, left = round(params["y"] * (h - sh)), round(params["x"] * (w - sw))
+        return v2.functional.pad(small, [left, top, w - sw - left, h - sh - top], fill=0)
+
+
+class RandomGamma(v2.Transform):
+    """``image ** gamma`` on 0-1 (the image only): keeps 0 and 1 and the order of gray levels.
+
+    Gamma below 1 brightens the mid-tones (a film's different characteristic curve), above 1
+    darkens them.
+    """
+
+    def __init__(self, p: float = 0.5, gamma: tuple[float, float] = (0.6, 1.6)) -> None:
+        super().__init__()
+        self.p, self.gamma = float(p), (float(gamma[0]), float(gamma[1]))
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"gamma": _draw(*self.gamma) if _happens(self.p) else None}
+
+    def transform(self, inpt, params: dict):
+        if params["gamma"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return tv_tensors.wrap(inpt.clamp(0, 1) ** params["gamma"], like=inpt)
+
+
+class RandomWashout(v2.Transform):
+    """Contrast compressed toward a light gray, as on digitised films (the image only).
+
+    The 0-1 range is mapped linearly onto ``[floor, ceiling]``: a Shenzhen image (mean 0.62,
+    std 0.26) with floor 0.3 and ceiling 0.95 gets mean 0.70 and std 0.17, near JSRT's look.
+    Monotone, so no structure is lost, only contrast.
+    """
+
+    def __init__(self, p: float = 0.3, floor: tuple[float, float] = (0.15, 0.45),
+                 ceiling: tuple[float, float] = (0.9, 1.0)) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.floor, self.ceiling = (float(floor[0]), float(floor[1])), (float(ceiling[0]),
+                                                                         float(ceiling[1]))
+
+    def make_params(self, flat_inputs: list) -> dict:
+        if not _happens(self.p):
+            return {"floor": None}
+        return {"floor": _draw(*self.floor), "ceiling": _draw(*self.ceiling)}
+
+    def transform(self, inpt, params: dict):
+        if params["floor"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        lo, hi = params["floor"], params["ceiling"]
+        return tv_tensors.wrap(lo + (hi - lo) * inpt.clamp(0, 1), like=inpt)
+
+
+def build_cxr_robust_augment(
+    gamma: float = 0.5,
+    washout: float = 0.3,
+    frame: float = 0.25,
+    bands: float = 0.4,
+) -> v2.Compose:
+    """``cxr`` plus gamma, washout, a shrunk image in a black frame and black edge bands.
+
+    The arguments are each transform's probability. Intensity first (on the image's own
+    content, so that what the geometry and the bands add stays pure black, as real padding
+    is), then ``cxr``'s geometry and brightness/contrast jitter, then the frame and the bands.
+    No horizontal flip (the heart would change side).
+    """
+    return v2.Compose([
+        RandomGamma(gamma),
+        RandomWashout(washout),
+        build_cxr_augment(),
+        RandomShrinkFrame(frame),
+        RandomBorderBands(bands),
+    ])
+
+
+def build_augment(name: str) -> Augment | None:
+    """The training augmentation ``data.augment`` names (None for ``"none"``)."""
+    if name == "cxr":
+        return build_cxr_augment()
+    if name == "cxr_robust":
+        return build_cxr_robust_augment()
+    if name == "none":
+        return None
+    raise ValueError(f"data.augment {name!r} unknown; use one of {list(AUGMENTS)}")
+

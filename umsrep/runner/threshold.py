@@ -1,0 +1,97 @@
+"""The segmentation threshold, chosen on out-of-fold validation images, never on the test set.
+
+A stage's held-out fold (split ``val`` of its metrics: images its model never trained on) is
+segmented at the cache size; for every threshold of ``GRID`` each probability map is cut and
+cleaned (``evaluation.min_component`` / ``fill_holes`` / ``keep_largest``, as in scoring) and
+its Dice with the cached mask taken. The threshold with the highest mean Dice is recorded in the
+stage's ``result.json`` and ``model.json`` (``threshold: {task: t}``) and used wherever the
+stage's masks are cut at the original size (``dice_orig``, ``umsrep predict``). A fold ensemble
+pools the k held-out folds (each image segmented by the one model that did not train on it).
+
+The choice runs at the cache size without test-time augmentation: one cheap pass, a proxy for
+the original-size pipeline rather than that pipeline itself. Ties go to the threshold closest
+to 0.5, the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from umsrep.derive.postprocess import clean_mask
+from umsrep.metrics.segmentation import compute_dice_per_image
+from umsrep.runner.stage import StageContext, labelled, make_dataset, make_loader
+from umsrep.strategies._step import move_batch
+from umsrep.tasks import Task
+
+DEFAULT = 0.5
+GRID: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+@torch.no_grad()
+def threshold_dice(model, task: Task, loader: Iterable[dict[str, Any]],
+                   device: str | torch.device = "cpu", clean: dict[str, Any] | None = None,
+                   grid: Sequence[float] = GRID) -> np.ndarray:
+    """Per-image Dice ``[n_images, len(grid)]`` of ``sigmoid > t`` (then ``clean``) against the
+    cached mask, for the loader's images that have a mask."""
+    model.eval()
+    blocks = []
+    for batch in loader:
+        batch = move_batch(batch, device)
+        logits = model(batch["image"], [task.name])[task.name].float()
+        prob = torch.sigmoid(logits[:, 0]).cpu().numpy()
+        target, valid = task.target(batch)
+        keep = valid.cpu().numpy().astype(bool)
+        true = (target[:, 0] > 0.5).cpu().numpy()[keep]
+        columns = []
+        for t in grid:
+            pred = prob[keep] > t
+            if clean:
+                pred = np.stack([clean_mask(p, **clean) for p in pred]) if len(pred) else pred
+            columns.append(compute_dice_per_image(true, pred) if len(pred) else np.zeros(0))
+        blocks.append(np.stack(columns, axis=1))
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(grid)))
+
+
+def pick_threshold(dice: np.ndarray, grid: Sequence[float] = GRID) -> float:
+    """The grid value with the highest mean Dice over images (``dice``: ``[n, len(grid)]``);
+    ties go to the one closest to 0.5; no images: 0.5."""
+    if dice.size == 0:
+        return DEFAULT
+    mean = dice.mean(axis=0)
+    best = [t for t, m in zip(grid, mean, strict=True) if m >= mean.max() - 1e-12]
+    return float(min(best, key=lambda t: (abs(t - DEFAULT), t)))
+
+
+def held_out_dice(ctx: StageContext, fold: int, model, tasks: Sequence[Task],
+                  clean: dict[str, Any] | None = None,
+                  device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """``{segmentation task: threshold_dice on fold's held-out images}`` (split ``val``)."""
+    held_out = ctx.data.folds[fold].test
+    out = {}
+    for task in tasks:
+        if task.kind != "segmentation":
+            continue
+        positions = labelled(ctx, held_out, task)
+        if not len(positions):
+            continue
+        loader = make_loader(make_dataset(ctx, positions, [task], train=False),
+                             max(ctx.exp.train.batch_size, 16), shuffle=False, seed=0,
+                             workers=ctx.exp.train.loader_workers)
+        out[task.name] = threshold_dice(model, task, loader, device or ctx.device, clean)
+    return out
+
+
+def threshold_record(dice: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """What ``result.json`` keeps of a choice: ``threshold`` per task, the grid, the mean
+    held-out Dice at each grid value and the number of images it was taken over."""
+    return {
+        "threshold": {t: pick_threshold(d) for t, d in dice.items()},
+        "threshold_grid": list(GRID),
+        "threshold_val_dice": {t: [float(v) for v in d.mean(axis=0)] if len(d) else []
+                               for t, d in dice.items()},
+        "threshold_val_images": {t: int(len(d)) for t, d in dice.items()},
+    }
