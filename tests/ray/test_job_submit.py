@@ -68,13 +68,18 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
     )
     try:
         assert start.returncode == 0, start.stderr[-2000:]
-        job = subprocess.run(
-            [ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{DASHBOARD}",
-             "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster/runtime_env.yaml"),
-             "--", "python", "-m", "sweeps.run", str(cfg), "--smoke-test", "--output", str(out),
-             "--no-report"],
-            capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
-        )
+        for _ in range(12):  # the head's job agent starts after `ray start` returns; on a
+            # loaded 2-core machine it took over a minute ("No available agent to submit job")
+            job = subprocess.run(
+                [ray_cli, "job", "submit", "--address", f"http://127.0.0.1:{DASHBOARD}",
+                 "--working-dir", str(REPO), "--runtime-env",
+                 str(REPO / "cluster/runtime_env.yaml"), "--", "python", "-m", "sweeps.run",
+                 str(cfg), "--smoke-test", "--output", str(out), "--no-report"],
+                capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
+            )
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(10)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
         # the entrypoint's last line names the run folder (the job logs are streamed back)
         named = [ln.strip() for ln in job.stdout.splitlines() if ln.strip().startswith(str(out))]
