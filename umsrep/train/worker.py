@@ -91,11 +91,22 @@ RAY_TRAIN_CHATTY = ("ray.train.v2._internal.execution.context",
 
 
 def quiet_ray_train_logs() -> None:
-    """Install ``_DropPerReportLines`` on the Ray Train loggers that emit them (idempotent)."""
+    """Install ``_DropPerReportLines`` on the Ray Train loggers that emit them (idempotent).
+
+    Ray 2.60's ``context.py`` names its logger by its file path (``getLogger(__file__)``), the
+    storage modules by module name: both names get the filter.
+    """
+    import importlib
+
     for name in RAY_TRAIN_CHATTY:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropPerReportLines) for f in logger.filters):
-            logger.addFilter(_DropPerReportLines())
+        names = [name]
+        try:
+            names.append(importlib.import_module(name).__file__ or name)
+        except ImportError:  # another Ray version: the module moved
+            pass
+        for logger in map(logging.getLogger, names):
+            if not any(isinstance(f, _DropPerReportLines) for f in logger.filters):
+                logger.addFilter(_DropPerReportLines())
 
 
 def _stage(d: dict[str, Any]):

@@ -1,0 +1,75 @@
+"""What lung-mask clean-up buys on the external test sets of a finished run (issue 10 item 3).
+
+For every lung model of the run (each fold's stage of each strategy and the baseline), the TTA
+probability maps of the external test images are computed once at the original size and
+thresholded at the stage's chosen threshold; then the mask is scored (Dice per image) with no
+clean-up, with islands < 10 % of the largest dropped and holes filled, and with that plus
+``keep_largest: 2``. Prints the mean and worst image per dataset and variant.
+
+    python bench/cleanup_ablation.py RUN_DIR [--task lung]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS = {
+    "none": None,
+    "islands+holes": {"min_fraction": 0.1, "fill_holes": True},
+    "islands+holes+keep2": {"min_fraction": 0.1, "fill_holes": True, "keep_largest": 2},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+    import torch
+
+    from umsrep.predict import load_model_dir
+    from umsrep.runner.data import load_run_data
+    from umsrep.runner.original_size import score_original_size, tta_probabilities
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--task", default="lung")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    data = load_run_data(args.run_dir)
+    index = data.index.iloc[data.external].reset_index(drop=True)
+    index = index[index["mask_path"].notna()]
+    rows = []
+    for stage in sorted((args.run_dir / "stages").iterdir()):
+        meta_path = stage / "checkpoint" / "model.json"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        if args.task not in [t["name"] for t in meta["tasks"]]:
+            continue
+        model, meta = load_model_dir(stage / "checkpoint")
+        task = next(t for t in meta["tasks"] if t["name"] == args.task)
+        thr = float((meta.get("threshold") or {}).get(args.task, 0.5))
+        ids = index["sample_id"].astype(str).tolist()
+        probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids, index,
+                                  int(meta["image_size"]), list(meta.get("tta") or ["pad"]))
+        masks = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
+        for name, clean in VARIANTS.items():
+            s = score_original_size(probs, masks, "stretch", clean, None, thr)
+            s = s.merge(index[["sample_id", "dataset"]].astype({"sample_id": str}), on="sample_id")
+            for ds, g in s.groupby("dataset"):
+                rows.append({"stage": stage.name, "variant": name, "dataset": ds,
+                             "mean": g["dice"].mean(), "min": g["dice"].min()})
+        print(f"{stage.name}: done", flush=True)
+    df = pd.DataFrame(rows)
+    df["strategy"] = df["stage"].str.split("-", n=1).str[1]
+    table = df.groupby(["dataset", "strategy", "variant"])[["mean", "min"]].mean().round(4)
+    print(table.to_string())
+    print(df.groupby(["dataset", "variant"])[["mean", "min"]].mean().round(4).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
