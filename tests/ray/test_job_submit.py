@@ -20,34 +20,48 @@ REPO = Path(__file__).resolve().parents[2]
 PORT, DASHBOARD = 6391, 8291
 
 
-def _ray_pids() -> set[int]:
-    """Processes whose command line mentions ray (read from /proc; no psutil needed)."""
-    pids = set()
+def _processes() -> dict[int, tuple[int, str]]:
+    """``{pid: (parent pid, command line)}`` from /proc (no psutil needed)."""
+    out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "ray" in cmd and int(entry.name) != os.getpid():
-            pids.add(int(entry.name))
+        out[int(entry.name)] = (ppid, cmd)
+    return out
+
+
+def _cluster_pids(port: int) -> set[int]:
+    """The processes of the cluster this test started: those naming its GCS port (gcs_server,
+    raylet, dashboard, agents, log monitor) and all their descendants (workers, job drivers).
+    Another Ray session on the machine (a sweep a user is running) is left alone: killing
+    every new "ray" process, as this test once did, killed that sweep's Train workers."""
+    procs = _processes()
+    pids = {pid for pid, (_, cmd) in procs.items() if "ray" in cmd and f"{port}" in cmd
+            and pid != os.getpid()}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in pids} - pids
+        grew = bool(children)
+        pids |= children
     return pids
 
 
-def _stop_new(before: set[int]) -> None:
-    """Stop only the processes of the cluster this test started, not a shared test session
-    (``ray stop`` would stop every Ray process on the machine)."""
-    new = _ray_pids() - before
+def _stop_cluster(port: int) -> None:
+    """Stop only the cluster this test started (``ray stop`` would stop every Ray process on
+    the machine, a user's own sessions included)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in new:
+        for pid in _cluster_pids(port):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         time.sleep(3)
-        new = {pid for pid in new if Path(f"/proc/{pid}").exists()}
-        if not new:
+        if not _cluster_pids(port):
             return
 
 
@@ -56,7 +70,6 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
     cfg = tmp_path / "smoke.yaml"
     cfg.write_text(yaml.safe_dump(smoke_config))
     out = tmp_path / "runs"
-    before = _ray_pids()
     # A local ray.init() leaves a token in ~/.ray and Ray 2.5x+ then turns on token auth for
     # later clusters; this loopback-only test cluster opts out explicitly.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -88,4 +101,4 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
         assert run_dir.parent == out and (run_dir / "stages.parquet").exists()
         assert "succeeded" in job.stdout.lower()
     finally:
-        _stop_new(before)
+        _stop_cluster(PORT)
