@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         thr = float((meta.get("threshold") or {}).get(args.task, 0.5))
         ids = index["sample_id"].astype(str).tolist()
         probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids, index,
-                                  int(meta["image_size"]), list(meta.get("tta") or ["pad"]))
+                                  int(meta["image_size"]), list(meta.get("tta") or ["pad"]),
+                                  contrast=meta.get("contrast", "none"))
         masks = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
         for name, clean in VARIANTS.items():
             s = score_original_size(probs, masks, "stretch", clean, None, thr)

@@ -82,11 +82,18 @@ def raw_throughput(exp, size: int, batch: int, steps: int) -> dict[str, float]:
                   classes=("0", "1") if t.kind == "classification" else None, head=t.head,
                   head_kwargs=dict(t.head_kwargs), loss=t.loss) for t in exp.tasks]
     g = torch.Generator().manual_seed(0)
-    img = torch.rand(batch, 1, size, size, generator=g) - 0.5
-    batch_d = {"image": img, "image_mean": torch.zeros(batch),
-               "mask": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
-               "has_mask": torch.ones(batch, dtype=torch.bool),
-               "labels": {"abnormal": torch.randint(0, 2, (batch,), generator=g)}}
+
+    def make_batch() -> dict:
+        return {"image": torch.rand(batch, 1, size, size, generator=g) - 0.5,
+                "image_mean": torch.zeros(batch),
+                "mask": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
+                "has_mask": torch.ones(batch, dtype=torch.bool),
+                "labels": {"abnormal": torch.randint(0, 2, (batch,), generator=g)}}
+
+    # one batch per task, as a stage's per-task loaders give the joint strategy (one forward
+    # each), and images counted as umsrep.train.loop.run_epoch counts them
+    batches = {t.name: make_batch() for t in tasks}
+    per_step = batch * len(batches)
     from umsrep.precision import cpu_has_native_bf16
 
     out = {}
@@ -105,12 +112,11 @@ def raw_throughput(exp, size: int, batch: int, steps: int) -> dict[str, float]:
                                noise_cfg=NoiseConfig(), **opts)
         strat.channels_last = cl
         strat.train_mode()
-        batches = {t.name: batch_d for t in tasks}
         strat.step(batches)  # warm-up
         t0 = time.perf_counter()
         for _ in range(n_steps):
             strat.step(batches)
-        out[name] = batch * n_steps / (time.perf_counter() - t0)
+        out[name] = per_step * n_steps / (time.perf_counter() - t0)
     return out
 
 

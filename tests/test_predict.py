@@ -329,3 +329,34 @@ def test_predict_refuses_to_average_models_of_other_tasks(model_dir, tmp_path):
     save_model_dir(other, model, _meta([SEG, {**CLS, "classes": ["no", "yes"]}]))
     with pytest.raises(ValueError, match="tasks differ"):
         load_models([path, other])
+
+
+def test_predict_applies_the_contrast_model_json_names(model_dir, tmp_path, monkeypatch):
+    """``contrast: clahe`` in model.json: the model and the TTA see the CLAHE image, as the
+    training cache did; the overlay still shows the image as read."""
+    import umsrep.predict as predict_mod
+    from umsrep.data.contrast import apply_contrast
+
+    _, model = model_dir
+    path = tmp_path / "clahe-model"
+    save_model_dir(path, model, _meta([SEG, CLS], fit="pad", tta=["pad"], contrast="clahe"))
+    png = _images(tmp_path / "in")[0]
+    seen = {}
+    real_normalize = predict_mod.normalize_image
+
+    def spy_normalize(pixels, size, fit="stretch"):
+        seen["classify"] = pixels.copy()
+        return real_normalize(pixels, size, fit)
+
+    def spy_tta(model, task, pixels, size, fits, device="cpu"):
+        seen["segment"] = pixels.copy()
+        return np.zeros(pixels.shape, np.float32)
+
+    monkeypatch.setattr(predict_mod, "normalize_image", spy_normalize)
+    monkeypatch.setattr(predict_mod, "segment_original", spy_tta)
+    predict_images(path, [png], tmp_path / "out")
+    raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    want = apply_contrast(raw, "clahe")
+    assert not np.array_equal(want, raw)
+    np.testing.assert_array_equal(seen["classify"], want)
+    np.testing.assert_array_equal(seen["segment"], want)

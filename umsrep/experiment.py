@@ -60,6 +60,10 @@ class DataConfig:
     # [0.15-0.45, 0.9-1.0], p 0.3), the image shrunk 0.7-0.95 into a black frame (p 0.25) and
     # black bands 3-25 % thick at one edge or two opposite ones, masks zeroed under them (p 0.4)
     augment: Literal["none", "cxr", "cxr_robust"] = "none"
+    # per-image contrast normalization of every original image before it is resized, in
+    # training, scoring and predict alike (umsrep/data/contrast.py): "none", "clahe" (contrast-
+    # limited adaptive histogram equalization, clip 2, 8x8 tiles) or "equalize" (global)
+    contrast: Literal["none", "clahe", "equalize"] = "none"
     cache_dir: str = ".umsrep/cache"  # preprocessing cache, shared by every run
 
     def validate(self, key: str) -> None:

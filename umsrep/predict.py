@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from umsrep.data.contrast import apply_contrast
 from umsrep.data.geometry import from_square
 from umsrep.derive.postprocess import clean_mask
 from umsrep.derive.tta import normalize_image, segment_original
@@ -211,12 +212,13 @@ def predict_one(
     device = next(model.parameters()).device
     height, width = pixels.shape
     fit = meta.get("fit", "stretch")  # model folders written before the fit existed: stretch
+    gray = to_uint8(pixels)  # overlays show the image as read
+    pixels = apply_contrast(pixels, meta.get("contrast", "none"))  # as the training cache did
     x, mean = normalize_image(pixels, int(meta["image_size"]), fit)
     x = x.to(device)
     with torch.no_grad():
         outputs = model(x)
     row: dict[str, Any] = {}
-    gray = to_uint8(pixels)
     for task in meta["tasks"]:
         name, kind, out = task["name"], task["kind"], outputs[task["name"]]
         if kind == "classification":

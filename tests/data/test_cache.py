@@ -70,7 +70,7 @@ def test_pool_path_matches_serial(manifest, tmp_path):
     serial = load_cache(prepare_cache(manifest, size=32, out=tmp_path / "a", workers=1))
     from umsrep.data import cache as cache_mod
 
-    jobs = [(p, (None,), 32, cv2.INTER_CUBIC, "stretch") for p in serial.index["image_path"]]
+    jobs = [(p, (None,), 32, cv2.INTER_CUBIC, "stretch", "none") for p in serial.index["image_path"]]
     pooled = [img for img, _ in cache_mod._results(jobs * 8, workers=2)]
     assert all(np.array_equal(pooled[i], serial.images[i % 4]) for i in range(len(pooled)))
 

@@ -9,7 +9,8 @@ The folder holds:
 
 - ``images.npy``  uint8 [N, S, S] on 0-255 (uint16 on 0-65535 when any source is >8-bit),
   resized with OpenCV (bicubic by default, as in the paper) after the ``fit`` (``stretch``, the
-  paper's, or ``pad``: letterbox to a square first, ``umsrep.data.geometry``); no normalization.
+  paper's, or ``pad``: letterbox to a square first, ``umsrep.data.geometry``), after the
+  ``contrast`` normalization of the original image (``none`` by default, ``umsrep.data.contrast``).
 - ``masks.npy``   uint8 [N, S, S] of 0/1, nearest-neighbour resized; zeros where no mask.
 - ``mask_<name>.npy`` the same for each further mask column ``mask_<name>_path`` of the
   manifest (e.g. JSRT's ``mask_heart.npy``), listed in ``meta.json`` under ``extra_masks``.
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from umsrep.data.contrast import CONTRASTS, apply_contrast
 from umsrep.data.geometry import FITS, to_square
 from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
 from umsrep.data.manifest import load_manifest, mask_columns
@@ -85,10 +87,13 @@ def _stat(path: object) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def cache_key(manifest: pd.DataFrame, size: int, interpolation: str, fit: str = "stretch") -> str:
+def cache_key(manifest: pd.DataFrame, size: int, interpolation: str, fit: str = "stretch",
+              contrast: str = "none") -> str:
     """SHA-256 (hex) of the rows, the files' sizes+mtimes and the settings."""
     h = hashlib.sha256()
-    settings = [CACHE_VERSION, size, interpolation] + ([fit] if fit != "stretch" else [])
+    # the defaults add nothing, so the keys of caches built before them stay valid
+    settings = [CACHE_VERSION, size, interpolation] + ([fit] if fit != "stretch" else []) + (
+        [f"contrast={contrast}"] if contrast != "none" else [])
     h.update(json.dumps(settings).encode())
     for sid, img, mask in manifest[["sample_id", "image_path", "mask_path"]].itertuples(
         index=False
@@ -109,13 +114,13 @@ def _square_mask(mask_path: str, image_shape: tuple[int, int], size: int, fit: s
     return to_square(raw, size, fit, cv2.INTER_NEAREST)
 
 
-def _resize_one(job: tuple[str, tuple[str | None, ...], int, int, str]):
+def _resize_one(job: tuple[str, tuple[str | None, ...], int, int, str, str]):
     """Worker: ``(image [S,S], [mask [S,S] or None per mask column])`` or ``(None, reason)``."""
-    image_path, mask_paths, size, interp, fit = job
+    image_path, mask_paths, size, interp, fit, contrast = job
     try:
         image, _ = read_image(image_path)
         image_shape = image.shape[:2]
-        image = to_square(image, size, fit, interp)
+        image = to_square(apply_contrast(image, contrast), size, fit, interp)
         masks = [None if m is None else _square_mask(m, image_shape, size, fit)
                  for m in mask_paths]
         return image, masks
@@ -154,10 +159,11 @@ def _to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _build(manifest: pd.DataFrame, size: int, interp: int, folder: Path, workers: int,
-           fit: str = "stretch") -> dict:
+           fit: str = "stretch", contrast: str = "none") -> dict:
     n = len(manifest)
     columns = mask_columns(manifest.columns)  # task column -> manifest column, "mask" first
-    jobs = [(str(image), tuple(None if pd.isna(m) else str(m) for m in ms), size, interp, fit)
+    jobs = [(str(image), tuple(None if pd.isna(m) else str(m) for m in ms), size, interp, fit,
+             contrast)
             for image, *ms in manifest[["image_path", *columns.values()]].itertuples(index=False)]
     dtype = _source_dtype(manifest)
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", dtype, (n, size, size))
@@ -223,16 +229,19 @@ def prepare_cache(
     workers: int | None = None,
     interpolation: str = "bicubic",
     fit: str = "stretch",
+    contrast: str = "none",
 ) -> Path:
     """Build (or reuse) the cache of ``manifest_path`` at ``size`` x ``size``; return its folder."""
     if fit not in FITS:
         raise ValueError(f"fit {fit!r} unknown; use one of {list(FITS)}")
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast {contrast!r} unknown; use one of {list(CONTRASTS)}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation {interpolation!r} unknown; use one of {list(INTERPOLATIONS)}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     manifest = load_manifest(manifest_path)
-    key = cache_key(manifest, size, interpolation, fit)
+    key = cache_key(manifest, size, interpolation, fit, contrast)
     folder = Path(out) / key[:16]
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
@@ -246,8 +255,9 @@ def prepare_cache(
     start = time.perf_counter()
     try:
         built = _build(manifest, size, INTERPOLATIONS[interpolation], tmp,
-                       workers or os.cpu_count() or 1, fit)
+                       workers or os.cpu_count() or 1, fit, contrast)
         meta = {"size": size, "key": key, "interpolation": interpolation, "fit": fit,
+                "contrast": contrast,
                 "version": CACHE_VERSION,
                 "manifest": str(Path(manifest_path).resolve()),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

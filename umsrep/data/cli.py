@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       choices=["bicubic", "bilinear", "area", "nearest"])
     prep.add_argument("--fit", default="stretch", choices=["stretch", "pad"],
                       help="stretch to the square (paper) or pad to a square first (keeps aspect)")
+    prep.add_argument("--contrast", default="none", choices=["none", "clahe", "equalize"],
+                      help="per-image contrast normalization of the original (umsrep/data/contrast.py)")
 
     syn = sub.add_parser("synth", help="write a synthetic CXR or Doppler dataset")
     syn.add_argument("kind", choices=["cxr", "doppler"])
@@ -67,7 +69,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from umsrep.data.cache import prepare_cache
 
     folder = prepare_cache(args.manifest, size=args.size, out=args.out, workers=args.workers,
-                           interpolation=args.interpolation, fit=args.fit)
+                           interpolation=args.interpolation, fit=args.fit,
+                           contrast=args.contrast)
     print(folder)
     return 0
 

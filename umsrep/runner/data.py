@@ -132,7 +132,7 @@ def materialize(exp: Experiment, num_workers: int | None = None) -> RunData:
         save_manifest(combined, manifest_path, label_columns)
     cache = load_cache(prepare_cache(manifest_path, size=exp.data.image_size,
                                      out=work / "cache", workers=num_workers,
-                                     fit=exp.data.fit))
+                                     fit=exp.data.fit, contrast=exp.data.contrast))
     index = cache.index
     pos = {p: i for i, p in enumerate(index["image_path"].astype(str))}
 

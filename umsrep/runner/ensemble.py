@@ -174,7 +174,7 @@ def score_tasks(ctx: StageContext, model, tasks: list[Task], loaders: dict[str, 
         m, scores = evaluate_original_size(
             model, t, loaders[t.name], ctx.data.index, device=device, fit=ctx.exp.data.fit,
             tta=ctx.exp.evaluation.tta, clean=mask_cleanup(ctx.exp),
-            threshold=thresholds.get(t.name, THRESHOLD))
+            threshold=thresholds.get(t.name, THRESHOLD), contrast=ctx.exp.data.contrast)
         rows += m
         frames.append(pd.DataFrame({
             "sample_id": scores["sample_id"].astype(str), "y_true": 1,

@@ -126,7 +126,7 @@ def original_size_rows(ctx: StageContext, model, tasks: list[Task], loaders,
     return [row for t in tasks if t.kind == "segmentation" for row in evaluate_original_size(
         model, t, loaders[t.name], ctx.data.index, device=ctx.device,
         fit=ctx.exp.data.fit, tta=ctx.exp.evaluation.tta,
-        clean=mask_cleanup(ctx.exp),
+        clean=mask_cleanup(ctx.exp), contrast=ctx.exp.data.contrast,
         threshold=(thresholds or {}).get(t.name, THRESHOLD))[0]]
 
 
@@ -365,6 +365,7 @@ def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage,
         "threshold": dict(thresholds or {}),
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
         "image_size": exp.data.image_size, "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
+        "contrast": exp.data.contrast,
         "mask_cleanup": mask_cleanup(exp),
         "backbone": {"name": exp.backbone.name, **backbone_args(exp)},
         "baseline_arch": exp.baseline.arch if stage.kind == "baseline" else None,

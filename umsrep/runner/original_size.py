@@ -122,16 +122,18 @@ def predict_probabilities(model, task: Task, loader: DataLoader,
 
 
 def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFrame,
-                      size: int, fits: list[str], device: str | torch.device = "cpu"
-                      ) -> dict[str, np.ndarray]:
-    """``{sample_id: probabilities [H, W]}`` at the original size, averaged over ``fits``."""
+                      size: int, fits: list[str], device: str | torch.device = "cpu",
+                      contrast: str = "none") -> dict[str, np.ndarray]:
+    """``{sample_id: probabilities [H, W]}`` at the original size, averaged over ``fits``;
+    each original normalized by ``contrast`` first, as the cache did (umsrep/data/contrast.py)."""
+    from umsrep.data.contrast import apply_contrast
     from umsrep.derive.tta import segment_original
 
     paths = dict(zip(index["sample_id"].astype(str), index["image_path"], strict=True))
     out = {}
     for sid in sample_ids:
         try:
-            pixels = load_image(paths[sid])
+            pixels = apply_contrast(load_image(paths[sid]), contrast)
         except (ImageDecodeError, OSError) as err:
             log.warning("original-size score: %s skipped: %s", paths[sid], err)
             continue
@@ -142,7 +144,7 @@ def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFr
 def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.DataFrame,
                            device: str | torch.device = "cpu", fit: str = "stretch",
                            tta: list[str] | None = None, clean: dict[str, Any] | None = None,
-                           threshold: float = THRESHOLD
+                           threshold: float = THRESHOLD, contrast: str = "none"
                            ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metric rows and per-image scores of a segmentation ``task`` at the original size.
 
@@ -154,7 +156,8 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
     probs = predict_probabilities(model, task, loader, device)
     if tta:
         size = next(iter(probs.values())).shape[-1] if probs else 0
-        probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device)
+        probs = tta_probabilities(model, task, list(probs), index, size, list(tta), device,
+                                  contrast)
         fit = "stretch"  # already at the original size: from_square is then a no-op resize
     paths = dict(zip(index["sample_id"].astype(str), index[mask_path_column(task.column)],
                      strict=True))

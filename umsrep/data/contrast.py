@@ -1,0 +1,55 @@
+"""Per-image contrast normalization of a radiograph, applied before anything else sees it.
+
+Radiographs from different sites differ most in their grey-level distribution: JSRT's films are
+washed out, Montgomery's have bright, high-contrast lateral fields, Shenzhen's sit in between.
+Augmentation teaches a model to tolerate some of it; normalizing each image removes most of it
+before the model looks. ``data.contrast`` picks one method for the whole experiment, and the same
+function runs wherever an original image is read: the preprocessing cache (training, validation,
+denoising pretraining), original-size scoring with test-time augmentation, and ``umsrep predict``
+(the method is stored in every ``model.json``).
+
+- ``none``: the pixels as read.
+- ``clahe``: OpenCV's contrast-limited adaptive histogram equalization (clip limit 2, 8x8 tiles
+  relative to the image, so the same at any resolution), the usual preprocessing of CXR lung
+  segmentation. Black borders and letterbox bands stay near black (an all-black tile maps to ~3 % grey).
+- ``equalize``: global histogram equalization (uint8 only through OpenCV; 16-bit images are
+  equalized on their own cumulative histogram with NumPy).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CONTRASTS = ("none", "clahe", "equalize")
+CLAHE_CLIP = 2.0
+CLAHE_TILES = 8
+
+
+def _check(method: str) -> None:
+    if method not in CONTRASTS:
+        raise ValueError(f"contrast {method!r} unknown; use one of {list(CONTRASTS)}")
+
+
+def _equalize16(pixels: np.ndarray) -> np.ndarray:
+    hist = np.bincount(pixels.ravel(), minlength=65536)
+    cdf = np.cumsum(hist).astype(np.float64)
+    lo = cdf[cdf > 0][0]
+    lut = np.round((cdf - lo) / max(cdf[-1] - lo, 1.0) * 65535.0).clip(0, 65535)
+    return lut.astype(np.uint16)[pixels]
+
+
+def apply_contrast(pixels: np.ndarray, method: str = "none") -> np.ndarray:
+    """``[H, W]`` uint8/uint16 -> the same shape and dtype, normalized by ``method``."""
+    _check(method)
+    if method == "none":
+        return pixels
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"contrast {method!r} needs uint8 or uint16 pixels, got {pixels.dtype}")
+    pixels = np.ascontiguousarray(pixels)
+    if method == "clahe":
+        height, width = pixels.shape[:2]
+        # tiles of at least 2 px: tiny test images keep working
+        tiles = (max(1, min(CLAHE_TILES, width // 2)), max(1, min(CLAHE_TILES, height // 2)))
+        return cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=tiles).apply(pixels)
+    return cv2.equalizeHist(pixels) if pixels.dtype == np.uint8 else _equalize16(pixels)
