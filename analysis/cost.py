@@ -124,3 +124,71 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
 
 def _reduction(shared: float, baseline: float) -> float:
     return float(100.0 * (baseline - shared) / baseline) if baseline else float("nan")
+
+
+# ----------------------------------------------------------------------------- time to quality
+# a task's main validation metric, first present wins (umsrep/train/hooks.py: MAIN_METRIC)
+QUALITY_METRICS = ("dice", "auc", "accuracy", "psnr")
+QUALITY_COLUMNS = [
+    "run", "strategy", "task", "metric", "baseline_quality", "baseline_minutes",
+    "shared_minutes", "folds_reached", "n_folds", "ratio",
+]
+
+
+def _first_reaching(curve: pd.DataFrame, quality: float) -> float:
+    """Seconds into a stage at the end of its first validated epoch with ``value >= quality``."""
+    hit = curve[curve["value"] >= quality].sort_values("epoch")
+    return float(hit["elapsed_s"].iloc[0]) if len(hit) else float("nan")
+
+
+def _wall(stages: pd.DataFrame, **match) -> float:
+    sel = stages
+    for key, value in match.items():
+        sel = sel[sel[key] == value]
+    return float(sel["wall_s"].sum())
+
+
+def time_to_quality(stages: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Minutes each strategy needs to reach the converged baseline's validation quality.
+
+    Per run, fold and task with a separate baseline model: the baseline's quality is the best
+    value of the task's main validation metric (``QUALITY_METRICS``) over its validated epochs;
+    the baseline's time is its denoiser plus its training time up to that epoch; a strategy's
+    time is the shared backbone plus its head stage's training time up to the first validated
+    epoch at or above that quality (the paper's claim is about this, not about total time).
+    Columns ``QUALITY_COLUMNS``: means over folds (the strategy's over the folds that reached
+    the quality, ``folds_reached`` of ``n_folds``), ``ratio`` = shared / baseline minutes.
+    Empty when the runs have no ``curves.parquet`` (made before it).
+    """
+    rows = []
+    done = stages[stages["status"] == "done"]
+    base_models = done[(done["kind"] == "baseline") & ~done["task"].isin(["", "denoise"])]
+    for (run, task), models in base_models.groupby(["run", "task"], sort=False):
+        c = curves[curves["run"] == run]
+        per_fold: dict[str, list[tuple[float, float, float]]] = {}
+        metric = None
+        for fold in sorted(models["fold"].unique()):
+            base = c[(c["kind"] == "baseline") & (c["task"] == task) & (c["fold"] == fold)]
+            names = [m for m in QUALITY_METRICS if f"{task}/{m}" in set(base["metric"])]
+            if not names:
+                continue
+            metric = names[0]
+            base = base[base["metric"] == f"{task}/{metric}"]
+            quality = float(base["value"].max())
+            s = done[(done["run"] == run) & (done["fold"] == fold)]
+            base_s = _wall(s, kind="baseline", task="denoise") + _first_reaching(base, quality)
+            heads = c[(c["kind"] == "head") & (c["fold"] == fold)
+                      & (c["metric"] == f"{task}/{metric}")]
+            for strategy, curve in heads.groupby("strategy", sort=False):
+                shared_s = _wall(s, kind="backbone") + _first_reaching(curve, quality)
+                per_fold.setdefault(str(strategy), []).append((quality, base_s, shared_s))
+        for strategy, values in per_fold.items():
+            q, b, sh = (np.array(v, dtype=float) for v in zip(*values, strict=True))
+            reached = ~np.isnan(sh)
+            shared = float(sh[reached].mean() / 60.0) if reached.any() else float("nan")
+            rows.append({"run": run, "strategy": strategy, "task": task, "metric": metric,
+                         "baseline_quality": float(q.mean()),
+                         "baseline_minutes": float(b.mean() / 60.0), "shared_minutes": shared,
+                         "folds_reached": int(reached.sum()), "n_folds": len(values),
+                         "ratio": shared / float(b.mean() / 60.0) if reached.any() else np.nan})
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS)

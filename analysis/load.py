@@ -17,6 +17,7 @@ import yaml
 from umsrep.schema import (
     METRICS_COLUMNS,
     PREDICTIONS_COLUMNS,
+    CURVES_COLUMNS,
     SAMPLES_COLUMNS,
     SCHEMA_VERSION,
     STAGES_COLUMNS,
@@ -30,6 +31,10 @@ _OPTIONAL_DEFAULTS: dict[str, dict[str, object]] = {
     "predictions.parquet": {"iou": float("nan"), "score": float("nan")},
     "stages.parquet": {"checkpoint": "", "epochs": 0},
 }
+
+
+def _empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 
 
 class RunFolderError(ValueError):
@@ -50,6 +55,9 @@ class RunData:
     predictions: pd.DataFrame
     trials: pd.DataFrame
     samples: pd.DataFrame
+    # validation curves (umsrep/schema.py: curves.parquet); empty for runs made before them
+    curves: pd.DataFrame = field(
+        default_factory=lambda: _empty({"run": "string", **CURVES_COLUMNS}))
     configs: dict[str, dict] = field(default_factory=dict)
     run_dirs: dict[str, Path] = field(default_factory=dict)
 
@@ -150,7 +158,7 @@ def load_runs(paths: Iterable[str | Path]) -> RunData:
     if not dirs:
         raise RunFolderError("no run folder given")
     tables: dict[str, list[pd.DataFrame]] = {
-        k: [] for k in ("stages", "metrics", "predictions", "trials", "samples")
+        k: [] for k in ("stages", "metrics", "predictions", "trials", "samples", "curves")
     }
     configs: dict[str, dict] = {}
     run_dirs: dict[str, Path] = {}
@@ -165,6 +173,8 @@ def load_runs(paths: Iterable[str | Path]) -> RunData:
             "predictions": _read_table(run_dir / "predictions.parquet", PREDICTIONS_COLUMNS),
             "trials": load_trials(run_dir),
             "samples": load_samples(run_dir),
+            "curves": _read_table(run_dir / "curves.parquet", CURVES_COLUMNS)
+            if (run_dir / "curves.parquet").is_file() else _empty(CURVES_COLUMNS),
         }
         for key, df in parts.items():
             tables[key].append(df.assign(run=name))

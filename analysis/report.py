@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import _html, _metric_html, figures
-from analysis.cost import cost_summary, stage_costs
+from analysis.cost import cost_summary, stage_costs, time_to_quality
 from analysis.environment import environment_section
 from analysis.export import export_tables
 from analysis.load import RunData, load_runs
@@ -46,6 +46,9 @@ TABLE_CAPTIONS = {
     "per task, metric, split and test",
     "cost_stages": "Compute cost per stage (Tables 4/6/8/10)",
     "cost_summary": "Shared approach vs baseline: totals, % reduction, marginal cost of one more task",
+    "time_to_quality": "Time to the baseline's quality: minutes until a strategy's validation "
+    "metric first reaches the converged baseline's best (shared backbone / the baseline's "
+    "denoiser included), mean over the folds that reached it",
 }
 
 
@@ -111,6 +114,7 @@ def build_tables(
         "significance": significance,
         "cost_stages": stage_costs(data.stages),
         "cost_summary": cost_summary(data.stages),
+        "time_to_quality": time_to_quality(data.stages, data.curves),
     }
 
 
@@ -198,6 +202,16 @@ def _overview(t: dict[str, pd.DataFrame]) -> str:
             f"{r['baseline_params']:,.0f} trainable parameters (<b>{r['params_reduction_pct']:.1f}% fewer</b>); one more task: "
             f"{r['marginal_shared_minutes']:.2f} min vs {r['marginal_baseline_minutes']:.2f} min</li>"
         )
+    for r in t["time_to_quality"].to_dict("records"):
+        reached = (f"{r['shared_minutes']:.1f} min ({r['ratio']:.2f}x the baseline's "
+                   f"{r['baseline_minutes']:.1f} min)" if r["folds_reached"]
+                   else f"never (baseline: {r['baseline_minutes']:.1f} min)")
+        parts.append(
+            f"<li>Time to the baseline's {html.escape(r['task'])} {html.escape(r['metric'])} "
+            f"({r['baseline_quality']:.3f}) [{html.escape(r['run'])}], "
+            f"{html.escape(r['strategy'])}: {reached}, in {r['folds_reached']} of "
+            f"{r['n_folds']} folds</li>"
+        )
     return f"<ul>{''.join(parts)}</ul>" + _html.table(
         t["overview"], "overview", TABLE_CAPTIONS["overview"]
     )
@@ -211,9 +225,11 @@ def _cost_section(t: dict[str, pd.DataFrame], many: bool) -> str:
         )
         for run, c in t["cost_stages"].groupby("run", sort=False)
     ]
+    quality = t["time_to_quality"]
     return "".join(figs) + _html.table(
         t["cost_summary"], "cost_summary", TABLE_CAPTIONS["cost_summary"]
-    )
+    ) + (_html.table(quality, "time_to_quality", TABLE_CAPTIONS["time_to_quality"])
+         if len(quality) else "")
 
 
 def _denoise_section(t: dict[str, pd.DataFrame], many: bool) -> str:

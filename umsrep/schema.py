@@ -29,6 +29,12 @@ A run folder holds (all tables Parquet, written atomically: temp file then ``os.
     ``y_true`` is 1 and ``y_pred`` is 1 when ``iou >= SEGMENTATION_CORRECT_IOU``. Rows with
     fold -1 are the fold ensemble's (test splits only); its segmentation Dice and IoU are at
     each image's original size, cut at the threshold chosen on the held-out folds.
+``curves.parquet`` (long format, one row per validated epoch and value; optional: runs made
+    before it have none)
+    fold, kind, strategy, task (as in stages.parquet: the stage's), epoch (int, 0-based),
+    elapsed_s (float: the stage's training time up to the end of that epoch, validation
+    included), metric (str: ``<task>/<metric>``, e.g. ``lung/dice``), value (float). The cost
+    tables' time to reach the baseline's quality is read from it.
 ``ensembles/<template>/``
     One fold ensemble per template (a stage id without its fold, e.g. ``joint``,
     ``independent-lung``, ``baseline-abnormal``): its metrics/predictions.parquet (merged into
@@ -78,6 +84,17 @@ PREDICTIONS_COLUMNS: dict[str, str] = {
     "y_pred": "int64",
     "score": "float64",
     "iou": "float64",
+}
+
+CURVES_COLUMNS: dict[str, str] = {
+    "fold": "int64",
+    "kind": "string",
+    "strategy": "string",
+    "task": "string",
+    "epoch": "int64",
+    "elapsed_s": "float64",
+    "metric": "string",
+    "value": "float64",
 }
 
 SAMPLES_COLUMNS: dict[str, str] = {

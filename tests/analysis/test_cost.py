@@ -62,3 +62,50 @@ def test_multitask_head_is_split_over_tasks_and_no_baseline_gives_nan():
     out = cost_summary(_stages(rows)).set_index("strategy")
     assert out.loc["joint", "marginal_shared_minutes"] == pytest.approx(5.0)  # 2 task heads
     assert pd.isna(out.loc["joint", "time_reduction_pct"])
+
+
+def _curve(kind, strategy, task, metric, points, fold=0):
+    return [{"run": "r", "fold": fold, "kind": kind, "strategy": strategy, "task": task,
+             "epoch": e, "elapsed_s": s, "metric": metric, "value": v}
+            for e, (s, v) in enumerate(points)]
+
+
+def test_time_to_quality_counts_backbone_denoiser_and_first_epoch_at_baseline_best():
+    from analysis.cost import time_to_quality
+
+    stages = _stages([
+        ("backbone", "", "", 5.0, 1),  # 300 s
+        ("baseline", "baseline", "denoise", 5.0, 1),  # 300 s
+        ("baseline", "baseline", "lung", 10.0, 1),
+        ("head", "joint", "", 8.0, 1),
+        ("head", "independent", "lung", 4.0, 1),
+    ])
+    curves = pd.DataFrame(
+        # baseline: best Dice 0.90 first at 480 s (a later equal value does not count)
+        _curve("baseline", "baseline", "lung", "lung/dice",
+               [(120, 0.70), (240, 0.85), (480, 0.90), (600, 0.90)])
+        # the loss is no quality metric; an AUC of another task is not the lung's
+        + _curve("baseline", "baseline", "lung", "lung/iou", [(120, 0.99)])
+        + _curve("head", "joint", "", "lung/dice", [(60, 0.80), (120, 0.91), (180, 0.95)])
+        + _curve("head", "joint", "", "abnormal/auc", [(60, 0.99)])
+        # the frozen-backbone head never reaches 0.90
+        + _curve("head", "independent", "lung", "lung/dice", [(60, 0.85), (120, 0.89)]))
+    got = time_to_quality(stages, curves).set_index("strategy")
+    assert set(got.index) == {"joint", "independent"}
+    joint = got.loc["joint"]
+    assert joint["metric"] == "dice" and joint["baseline_quality"] == pytest.approx(0.90)
+    assert joint["baseline_minutes"] == pytest.approx((300 + 480) / 60)  # 13.0
+    assert joint["shared_minutes"] == pytest.approx((300 + 120) / 60)  # 7.0
+    assert joint["ratio"] == pytest.approx(7.0 / 13.0)
+    assert (joint["folds_reached"], joint["n_folds"]) == (1, 1)
+    ind = got.loc["independent"]
+    assert ind["folds_reached"] == 0 and pd.isna(ind["shared_minutes"]) and pd.isna(ind["ratio"])
+
+
+def test_time_to_quality_is_empty_without_curves():
+    from analysis.cost import QUALITY_COLUMNS, time_to_quality
+
+    empty = pd.DataFrame(columns=["run", "fold", "kind", "strategy", "task", "epoch",
+                                  "elapsed_s", "metric", "value"])
+    got = time_to_quality(_stages(TABLE4), empty)
+    assert got.empty and list(got.columns) == QUALITY_COLUMNS

@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import CLS, SEG, make_run_folder
+from tests.analysis.conftest import CLS, SEG, make_run_folder
 
 from analysis import cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from umsrep.experiment import load_experiment
 from umsrep.runner.local import run_local
-from umsrep.schema import METRICS_COLUMNS, PREDICTIONS_COLUMNS, STAGES_COLUMNS
+from umsrep.schema import CURVES_COLUMNS, METRICS_COLUMNS, PREDICTIONS_COLUMNS, STAGES_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,14 @@ def test_run_folder_is_complete(local_run):
     assert len(ids) == 4 and len({frozenset(v) for v in ids.values()}) == 1
     for path in stages["checkpoint"]:
         assert (path and (pd.io.common.file_exists(path + "/model.pt")))
+    # validation curves: every trained stage, time rising with the epochs
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    assert list(curves.columns) == list(CURVES_COLUMNS)
+    joint = curves[(curves.strategy == "joint") & (curves.metric == "lung/dice")]
+    assert len(joint) and joint["elapsed_s"].is_monotonic_increasing
+    assert (joint["elapsed_s"] > 0).all() and joint["value"].between(0, 1).all()
+    base = curves[(curves.kind == "baseline") & (curves.task == "abnormal")]
+    assert {"abnormal/accuracy"} <= set(base.metric)
 
 
 def test_run_folder_records_its_environment(local_run):

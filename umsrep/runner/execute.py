@@ -201,7 +201,21 @@ def _result(stage: Stage, fit_result, params: int, checkpoint: str, **extra) -> 
             "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
             "epoch_s": [float(h.get("train/epoch_s", float("nan"))) for h in fit_result.history],
             "train_images": int(sum(h.get("train/images", 0) for h in fit_result.history)),
+            "curve": validation_curve(fit_result.history),
             **extra}
+
+
+def validation_curve(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The validated epochs of a loop's history: ``epoch``, ``elapsed_s`` (training time so
+    far, validation included) and every ``val/<task>/<metric>`` (the run's ``curves.parquet``)."""
+    out = []
+    for h in history:
+        vals = {k: float(v) for k, v in h.items()
+                if k.startswith("val/") and k.count("/") == 2 and not k.startswith("val/loss")}
+        if vals:
+            out.append({"epoch": int(h.get("epoch", -1)),
+                        "elapsed_s": float(h.get("elapsed_s", float("nan"))), **vals})
+    return out
 
 
 # ----------------------------------------------------------------------------- backbone

@@ -23,6 +23,7 @@ from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan
 from umsrep.runner.store import atomic_write_parquet, atomic_write_yaml, read_json
 from umsrep.schema import (
+    CURVES_COLUMNS,
     METRICS_COLUMNS,
     PREDICTIONS_COLUMNS,
     SCHEMA_VERSION,
@@ -105,7 +106,7 @@ def _added_defaults_dropped(old, new, default):
 def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
     """Rebuild stages/metrics/predictions.parquet from every finished stage folder and every
     finished fold ensemble (``ensembles/<template>/``)."""
-    stages, metrics, preds = [], [], []
+    stages, metrics, preds, curves = [], [], [], []
     for stage in plan.stages:
         out = run_dir / "stages" / stage.id
         result = read_json(out / "result.json")
@@ -117,6 +118,12 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
                        "epochs": int(result.get("epochs", 0)),
                        "trainable_params": int(result.get("trainable_params", 0)),
                        "checkpoint": str(result.get("checkpoint", ""))})
+        curves += [{"fold": stage.fold, "kind": stage.kind, "strategy": stage.strategy,
+                    "task": stage.task_label, "epoch": int(point["epoch"]),
+                    "elapsed_s": float(point["elapsed_s"]), "metric": key[len("val/"):],
+                    "value": float(value)}
+                   for point in result.get("curve") or [] for key, value in point.items()
+                   if key.startswith("val/")]
         _read_outputs(out, metrics, preds)
     # fold ensembles (umsrep/runner/ensemble.py): fold = -1 rows, no training stage of their own
     for result in sorted((run_dir / "ensembles").glob("*/result.json")):
@@ -126,6 +133,7 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
         "stages.parquet": (pd.DataFrame(stages, columns=list(STAGES_COLUMNS)), STAGES_COLUMNS),
         "metrics.parquet": (_concat(metrics, METRICS_COLUMNS), METRICS_COLUMNS),
         "predictions.parquet": (_concat(preds, PREDICTIONS_COLUMNS), PREDICTIONS_COLUMNS),
+        "curves.parquet": (pd.DataFrame(curves, columns=list(CURVES_COLUMNS)), CURVES_COLUMNS),
     }
     for name, (df, cols) in tables.items():
         atomic_write_parquet(df.astype(cols), run_dir / name)

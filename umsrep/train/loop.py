@@ -231,6 +231,8 @@ def fit(
         state.history.append(state.metrics)
         for hook in all_hooks:
             hook.after_epoch(state)
+        # training time so far, validation included: the cost tables' time to a given quality
+        state.metrics["elapsed_s"] = wall_before + time.perf_counter() - t0
         logger.info("epoch %d: %s", epoch, _summary(state.metrics))
         if ckpt_dir is not None:
             _save(ckpt_dir / LAST, state, all_hooks, wall_before + time.perf_counter() - t0)
