@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--iou-threshold",
         type=float,
-        default=DEFAULT_IOU_THRESHOLD,
-        help="segmentation: an image is correct for McNemar when IoU >= this",
+        default=None,
+        help="segmentation: an image is correct for McNemar when IoU >= this (default: the "
+        f"run's evaluation.correct_iou, {DEFAULT_IOU_THRESHOLD:g} unless set)",
     )
     parser.add_argument(
         "--exact-below",

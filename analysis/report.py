@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -59,7 +59,7 @@ class ReportOptions:
     the paired bootstrap; max_gallery: images shown per gallery kind."""
 
     split: str = "test"
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    iou_threshold: float | None = None  # None: the runs' evaluation.correct_iou
     exact_below: int = 25
     alpha: float = 0.05
     primary_metrics: tuple[str, ...] = DEFAULT_PRIMARY_METRICS
@@ -74,6 +74,20 @@ def run_strategies(data: RunData) -> set[str]:
     return {str(s) for s in names} - {""}
 
 
+def resolve_options(data: RunData, options: ReportOptions) -> ReportOptions:
+    """``options`` with ``iou_threshold`` taken from the runs' ``evaluation.correct_iou`` when
+    not given (the first run's, with a warning when the runs disagree; the default before it
+    was a setting)."""
+    if options.iou_threshold is not None:
+        return options
+    values = [float((c.get("evaluation") or {}).get("correct_iou", DEFAULT_IOU_THRESHOLD))
+              for c in data.configs.values()] or [DEFAULT_IOU_THRESHOLD]
+    if len(set(values)) > 1:
+        log.warning("runs use different evaluation.correct_iou %s: the report uses %g; "
+                    "pass --iou-threshold to choose", sorted(set(values)), values[0])
+    return replace(options, iou_threshold=values[0])
+
+
 def build_tables(
     data: RunData,
     options: ReportOptions = ReportOptions(),
@@ -86,6 +100,7 @@ def build_tables(
     dataset of a pooled test set (splits ``<split>:<dataset>``); ``anchors`` lists the
     published models of ``paper_reference`` (see :mod:`analysis.reference`).
     """
+    options = resolve_options(data, options)
     summary = metric_summary(data.metrics, data.predictions, options.split)
     by_dataset = dataset_summary(data.metrics, data.predictions, options.split)
     tests = pairwise_mcnemar(
@@ -267,6 +282,7 @@ def render_report(
     options: ReportOptions = ReportOptions(),
 ) -> str:
     """The report's HTML text (see :func:`write_report`)."""
+    options = resolve_options(data, options)
     many = len(data.runs) > 1
     bars, sig = _metric_sections(data, tables, paper_reference, options)
     sections = [
@@ -319,6 +335,7 @@ def write_report(
     given, every table is also written there as CSV, JSON and LaTeX. Returns the report's path.
     """
     data = load_runs(run_dirs)
+    options = resolve_options(data, options)
     tables = build_tables(data, options, paper_reference)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from umsrep.config import ConfigError, from_dict, load_yaml, resolve_base, to_dict
 from umsrep.data import is_mask_column
+from umsrep.schema import SEGMENTATION_CORRECT_IOU
 from umsrep.validate import check_registered
 
 TASK_KINDS = ("classification", "segmentation", "denoise")
@@ -234,8 +235,13 @@ class EvaluationConfig:
     # Then keep only the N largest connected regions (0 = all; 2 for lungs: a region in a black
     # band or below the diaphragm goes even when it is too large for min_component).
     keep_largest: int = 0
+    # a segmentation counts as correct (predictions' y_pred, McNemar in the report) when its
+    # per-image IoU is at least this; umsrep report --iou-threshold overrides it
+    correct_iou: float = SEGMENTATION_CORRECT_IOU
 
     def validate(self, key: str) -> None:
+        if not 0.0 < self.correct_iou <= 1.0:
+            raise ConfigError(f"{key}.correct_iou", "must be in (0, 1]")
         if not 0.0 <= self.min_component < 1.0:
             raise ConfigError(f"{key}.min_component", "must be in [0, 1)")
         if self.keep_largest < 0:

@@ -280,3 +280,20 @@ def test_report_renders_offline_without_errors(run_dir, tmp_path):
     shot.unlink(missing_ok=True)
     run_chromium(report, tmp_path / "shot", f"--screenshot={shot}", "--window-size=1400,3000")
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_iou_threshold_comes_from_the_run_config_unless_given(tmp_path):
+    """evaluation.correct_iou in config.yaml sets McNemar's correctness rule; the CLI flag wins."""
+    from analysis.load import RunData
+    from analysis.report import ReportOptions, resolve_options
+
+    def data(*values):
+        cfgs = {f"r{i}": ({"evaluation": {"correct_iou": v}} if v is not None else {})
+                for i, v in enumerate(values)}
+        empty = pd.DataFrame()
+        return RunData(empty, empty, empty, empty, empty, configs=cfgs)
+
+    assert resolve_options(data(0.75), ReportOptions()).iou_threshold == 0.75
+    assert resolve_options(data(None), ReportOptions()).iou_threshold == 0.9  # older runs
+    assert resolve_options(data(0.75), ReportOptions(iou_threshold=0.5)).iou_threshold == 0.5
+    assert resolve_options(data(0.6, 0.8), ReportOptions()).iou_threshold == 0.6

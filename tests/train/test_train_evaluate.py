@@ -73,6 +73,10 @@ def test_segmentation_counts_as_correct_at_iou_0_9():
     np.testing.assert_allclose(seg["score"], [1.0, 30 / 31, 28 / 30, 16 / 24], rtol=1e-6)
     assert seg["y_pred"].tolist() == [1, 1, 0, 0]
     assert SEGMENTATION_CORRECT_IOU == 0.9
+    # an experiment's evaluation.correct_iou moves the cut: 0.5 admits the last two
+    lax = predict(_Shrunk(ds, [0, 1, 2, 8]), TASKS[0], DataLoader(ds, batch_size=4),
+                  correct_iou=0.5)
+    assert lax["y_pred"].tolist() == [1, 1, 1, 1]
 
 
 def test_evaluate_reports_every_metric_and_denoise_per_noise_level(caplog):

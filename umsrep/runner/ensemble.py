@@ -161,12 +161,12 @@ def score_tasks(ctx: StageContext, model, tasks: list[Task], loaders: dict[str, 
     """Segmentation at the original size (cut at ``thresholds``); other tasks as
     ``umsrep.train.evaluate`` scores a fold model."""
     from umsrep.runner.original_size import THRESHOLD, evaluate_original_size
-    from umsrep.schema import SEGMENTATION_CORRECT_IOU
     from umsrep.train.evaluate import evaluate
 
     others = [t for t in tasks if t.kind != "segmentation"]
     rows, preds = evaluate(model, others, {t.name: loaders[t.name] for t in others},
-                           noise_config(ctx.exp, {}), device=device) if others else ([], None)
+                           noise_config(ctx.exp, {}), device=device,
+                           correct_iou=ctx.exp.evaluation.correct_iou) if others else ([], None)
     frames = [preds] if preds is not None and len(preds) else []
     for t in tasks:
         if t.kind != "segmentation":
@@ -178,6 +178,6 @@ def score_tasks(ctx: StageContext, model, tasks: list[Task], loaders: dict[str, 
         rows += m
         frames.append(pd.DataFrame({
             "sample_id": scores["sample_id"].astype(str), "y_true": 1,
-            "y_pred": (scores["iou"] >= SEGMENTATION_CORRECT_IOU).astype("int64"),
+            "y_pred": (scores["iou"] >= ctx.exp.evaluation.correct_iou).astype("int64"),
             "score": scores["dice"], "iou": scores["iou"], "task": t.name}))
     return rows, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -106,7 +106,8 @@ def evaluate_model(ctx: StageContext, stage: Stage, model, tasks: list[Task], st
         if not scored:
             continue
         loaders = loaders_for(ctx, scored, positions, train=False, batch_size=bs, seed=0)
-        m, p = evaluate(model, scored, loaders, noise_cfg, device=ctx.device)
+        m, p = evaluate(model, scored, loaders, noise_cfg, device=ctx.device,
+                        correct_iou=ctx.exp.evaluation.correct_iou)
         if split.startswith("test"):  # segmentation also at the original size (original_size.py)
             m = m + original_size_rows(ctx, model, scored, loaders, thresholds)
         for row in m:

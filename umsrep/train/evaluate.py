@@ -56,6 +56,7 @@ def predict(
     device: str | torch.device = "cpu",
     noise_cfg: Any = None,
     generator: torch.Generator | None = None,
+    correct_iou: float = SEGMENTATION_CORRECT_IOU,
 ) -> pd.DataFrame:
     """One row per sample for ``task`` (see the module doc for the columns' meaning)."""
     rows: list[pd.DataFrame] = []
@@ -79,7 +80,7 @@ def predict(
             iou = M.compute_iou_per_image(true, pred_mask)
             cols = {
                 "y_true": np.ones(len(ids), dtype=np.int64),
-                "y_pred": (iou >= SEGMENTATION_CORRECT_IOU).astype(np.int64),
+                "y_pred": (iou >= correct_iou).astype(np.int64),
                 "score": M.compute_dice_per_image(true, pred_mask),
                 "iou": iou,
             }
@@ -190,6 +191,7 @@ def evaluate(
     noise_cfg: Any,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    correct_iou: float = SEGMENTATION_CORRECT_IOU,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Metrics (rows of task, metric, value, noise) and per-sample predictions of every task.
 
@@ -201,7 +203,7 @@ def evaluate(
     for task in tasks:
         loader = loaders[task.name]
         gen = torch.Generator(device=device).manual_seed(seed)
-        df = predict(model, task, loader, device, noise_cfg, gen)
+        df = predict(model, task, loader, device, noise_cfg, gen, correct_iou)
         frames.append(df.assign(task=task.name))
         if task.kind == "denoise":
             metrics += _denoise_metrics(model, task, loader, device, noise_cfg, seed)
