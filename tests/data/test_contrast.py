@@ -97,3 +97,35 @@ def test_original_size_scoring_sees_the_same_contrast(tmp_path, monkeypatch):
     tta_probabilities(None, task, ["a"], index, 32, ["pad"])
     np.testing.assert_array_equal(seen[0], apply_contrast(_radiograph(True)[0], "clahe"))
     np.testing.assert_array_equal(seen[1], _radiograph(True)[0])
+
+
+def test_clahe_rescues_a_film_washed_into_a_few_grey_levels():
+    """Four visible JSRT films lie wholly within 239-254; CLAHE alone left them white (the
+    shared models found no lung there). The percentile stretch before it restores contrast."""
+    normal, lung = _radiograph(False)
+    washed = (239 + np.round(normal / 255.0 * 15)).astype(np.uint8)  # 239-254 only
+    out = apply_contrast(washed, "clahe").astype(float)
+    gap = out[~lung].mean() - out[lung].mean()
+    assert np.percentile(out, 99) - np.percentile(out, 1) > 150
+    assert gap > 0.5 * (apply_contrast(normal, "clahe")[~lung].mean()
+                        - apply_contrast(normal, "clahe")[lung].mean())
+
+
+def test_stretch_leaves_a_full_range_film_nearly_alone():
+    from umsrep.data.contrast import stretch
+
+    img = random_image(64, seed=3)
+    img[0, 0], img[0, 1] = 0, 255
+    full = np.clip(img.astype(int), 0, 255).astype(np.uint8)
+    lo, hi = np.percentile(full, [0.5, 99.5])
+    out = stretch(full)
+    assert out.dtype == np.uint8
+    assert np.abs(out.astype(int) - full).max() <= 255 * (1 - (hi - lo) / 255) + 1
+    assert stretch(np.full((8, 8), 7, np.uint8)).max() == 7  # flat: untouched
+
+
+def test_a_changed_method_changes_the_keys():
+    from umsrep.data.contrast import VERSION, contrast_key
+
+    assert contrast_key("none") == "none"
+    assert contrast_key("clahe") == f"clahe-v{VERSION}" and VERSION >= 2

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from umsrep.data.contrast import CONTRASTS, apply_contrast
+from umsrep.data.contrast import CONTRASTS, apply_contrast, contrast_key
 from umsrep.data.geometry import FITS, to_square
 from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
 from umsrep.data.manifest import load_manifest, mask_columns
@@ -93,7 +93,7 @@ def cache_key(manifest: pd.DataFrame, size: int, interpolation: str, fit: str = 
     h = hashlib.sha256()
     # the defaults add nothing, so the keys of caches built before them stay valid
     settings = [CACHE_VERSION, size, interpolation] + ([fit] if fit != "stretch" else []) + (
-        [f"contrast={contrast}"] if contrast != "none" else [])
+        [f"contrast={contrast_key(contrast)}"] if contrast != "none" else [])
     h.update(json.dumps(settings).encode())
     for sid, img, mask in manifest[["sample_id", "image_path", "mask_path"]].itertuples(
         index=False

@@ -57,8 +57,10 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     # pretraining sees the same fit and augmentation as the heads; the defaults add nothing to
     # the hash, so keys of earlier runs without them stay valid
     extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
-    if exp.data.contrast != "none":
-        extra += (f"contrast={exp.data.contrast}",)
+    if exp.data.contrast != "none":  # a changed method (its VERSION) trains a new backbone
+        from umsrep.data.contrast import contrast_key  # cv2 + numpy only
+
+        extra += (f"contrast={contrast_key(exp.data.contrast)}",)
     backbone = to_dict(exp.backbone)
     for key, default in (("checkpoint", "best"), ("monitor", "loss")):  # defaults, as above
         if backbone["train"].get(key) == default:
