@@ -15,9 +15,9 @@ import pandas as pd
 import yaml
 
 from umsrep.schema import (
+    CURVES_COLUMNS,
     METRICS_COLUMNS,
     PREDICTIONS_COLUMNS,
-    CURVES_COLUMNS,
     SAMPLES_COLUMNS,
     SCHEMA_VERSION,
     STAGES_COLUMNS,

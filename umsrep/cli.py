@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("sweeps.cli", "run an experiment with Ray Train + Tune (local or cluster)"),
     "demo": ("sweeps.demo", "run the synthetic demo end to end on the CPU and write its report"),
     "predict": ("umsrep.predict", "apply a trained model folder (or several, averaged) to images"),
+    "export": ("umsrep.export", "write model folders as one ONNX/TorchScript file + bundle.json"),
     "report": ("analysis.cli", "write the interactive HTML report of one or more runs"),
 }
 

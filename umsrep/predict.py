@@ -28,6 +28,10 @@ square first: ``umsrep.data.geometry``) with OpenCV INTER_CUBIC to ``image_size`
 
 ``OUT/predictions.csv`` has one row per image; an unreadable image gets an ``error`` message and
 empty predictions instead of stopping the run.
+
+The per-image steps after the model (contrast, geometry, thresholds, clean-up, files, rules) are
+``umsrep.inference``'s, shared with exported bundles: ``umsrep predict BUNDLE images...`` applies
+a folder ``umsrep export`` wrote (``umsrep.bundle``) the same way, without Grad-CAM.
 """
 
 from __future__ import annotations
@@ -36,26 +40,32 @@ import argparse
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from umsrep.data.contrast import apply_contrast
-from umsrep.data.geometry import from_square
-from umsrep.derive.postprocess import clean_mask
+from umsrep.config import UserError
 from umsrep.derive.tta import normalize_image, segment_original
-from umsrep.models.ensemble import MeanEnsemble
-from umsrep.models.multitask import MultiTaskModel
+from umsrep.inference import (
+    MASK_THRESHOLD,
+    SquareOutputs,
+    first_image,
+    predict_files,
+    predict_pixels,
+)
+
+if TYPE_CHECKING:  # annotations only; the models load where they are needed, so that
+    # `umsrep predict BUNDLE` (umsrep.bundle) runs without the model code
+    from umsrep.models.ensemble import MeanEnsemble
+    from umsrep.models.multitask import MultiTaskModel
 
 log = logging.getLogger(__name__)
-
-MASK_THRESHOLD = 0.5
 
 
 # ----------------------------------------------------------------------------- loading
@@ -69,7 +79,7 @@ def _num_classes(task: dict[str, Any]) -> int | None:
 
 def build_model_from_meta(meta: dict[str, Any]) -> MultiTaskModel:
     """An untrained model with the architecture ``model.json`` describes."""
-    from umsrep.models import build_backbone, build_head, build_separate_model
+    from umsrep.models import MultiTaskModel, build_backbone, build_head, build_separate_model
 
     bb_cfg = dict(meta["backbone"])
     name, preset = bb_cfg.pop("name"), bb_cfg.pop("preset", "default")
@@ -145,6 +155,8 @@ def _members(meta_path: Path) -> list[str]:
 
 
 def _mean_of(models: list[nn.Module], meta: dict[str, Any], device: str) -> MeanEnsemble:
+    from umsrep.models.ensemble import MeanEnsemble
+
     kinds = {t["name"]: t["kind"] for t in meta["tasks"]}
     return MeanEnsemble(models, kinds).to(device).eval()
 
@@ -180,14 +192,7 @@ def load_models(paths: Sequence[str | Path], device: str = "cpu") -> tuple[nn.Mo
     return _mean_of([m for m, _ in loaded], meta, device), meta
 
 
-# ----------------------------------------------------------------------------- images
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """A uint8/uint16 image on the 0-255 scale, for overlays."""
-    if pixels.dtype == np.uint16:
-        return np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
-    return pixels.astype(np.uint8)
-
-
+# ----------------------------------------------------------------------------- prediction
 def gradcam_layer(model: MultiTaskModel, task: str) -> nn.Module | None:
     """``None`` (the backbone's last conv) unless the backbone has no conv (the paper baseline
     classifier behind an identity backbone), then the head's last conv."""
@@ -197,122 +202,68 @@ def gradcam_layer(model: MultiTaskModel, task: str) -> nn.Module | None:
     return convs[-1] if convs else None
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: OpenCV could not write the PNG; check the folder is writable")
+def task_probabilities(outputs: Mapping[str, torch.Tensor],
+                       tasks: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    """A model's outputs -> per task of ``tasks`` (in order): classification softmax ``[B, C]``,
+    segmentation sigmoid ``[B, 1, H, W]``, denoise reconstruction ``[B, 1, H, W]`` (float32).
+
+    What ``umsrep predict`` uses, and what an exported bundle returns (``umsrep.export``)."""
+    return tuple(_activate(t["kind"], outputs[t["name"]].float()) for t in tasks)
 
 
-# ----------------------------------------------------------------------------- prediction
+def _activate(kind: str, out: torch.Tensor) -> torch.Tensor:
+    if kind == "classification":
+        return torch.softmax(out, dim=1)
+    if kind == "segmentation":
+        return torch.sigmoid(out)
+    return out  # denoise: the reconstruction, in the input's normalized space
+
+
+@dataclass
+class TorchImageModel:
+    """A PyTorch model (one folder, or several averaged) as ``umsrep.inference`` applies it."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def outputs(self, pixels: np.ndarray) -> SquareOutputs:
+        x, mean = normalize_image(pixels, int(self.meta["image_size"]),
+                                  self.meta.get("fit", "stretch"))
+        x = x.to(self.device)
+        with torch.no_grad():
+            probs = task_probabilities(self.model(x), self.meta["tasks"])
+        arrays = {t["name"]: p.cpu().numpy() for t, p in zip(self.meta["tasks"], probs, strict=True)}
+        return SquareOutputs(first_image(arrays), mean, x)
+
+    def segment(self, task: str, pixels: np.ndarray, fits: Sequence[str]) -> np.ndarray:
+        return segment_original(self.model, task, pixels, int(self.meta["image_size"]), fits,
+                                self.device)
+
+    def explain(self, task: str, x: torch.Tensor, target_class: int) -> np.ndarray:
+        return explain(self.model, task, x, target_class)
+
+
 def predict_one(
-    model: MultiTaskModel, meta: dict[str, Any], pixels: np.ndarray, stem: str, out_dir: Path
+    model: nn.Module, meta: dict[str, Any], pixels: np.ndarray, stem: str, out_dir: Path
 ) -> dict[str, Any]:
     """Predictions of every task for one ``[H, W]`` image; writes its PNGs under ``out_dir``."""
-    from umsrep.derive import overlay_heatmap
-
-    device = next(model.parameters()).device
-    height, width = pixels.shape
-    fit = meta.get("fit", "stretch")  # model folders written before the fit existed: stretch
-    gray = to_uint8(pixels)  # overlays show the image as read
-    pixels = apply_contrast(pixels, meta.get("contrast", "none"))  # as the training cache did
-    x, mean = normalize_image(pixels, int(meta["image_size"]), fit)
-    x = x.to(device)
-    with torch.no_grad():
-        outputs = model(x)
-    row: dict[str, Any] = {}
-    for task in meta["tasks"]:
-        name, kind, out = task["name"], task["kind"], outputs[task["name"]]
-        if kind == "classification":
-            probs = torch.softmax(out.float(), dim=1)[0].cpu()
-            k = int(probs.argmax())
-            row[name] = str(task["classes"][k])
-            row[f"{name}_prob"] = float(probs[k])
-            heat = explain(model, name, x, k)
-            heat = from_square(np.clip(heat, 0.0, 1.0).astype(np.float32), (height, width), fit)
-            overlay = overlay_heatmap(gray, np.clip(heat, 0.0, 1.0))
-            file = f"{stem}_{name}_gradcam.png"
-            _write_png(out_dir / file, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-            row[f"{name}_gradcam"] = file
-        elif kind == "segmentation":
-            if meta.get("tta"):  # average over fits of the original image (derive/tta.py)
-                prob = segment_original(model, name, pixels, int(meta["image_size"]),
-                                        meta["tta"], device)
-            else:
-                prob = from_square(torch.sigmoid(out.float())[0, 0].cpu().numpy(),
-                                   (height, width), fit)
-            mask = prob > float((meta.get("threshold") or {}).get(name, MASK_THRESHOLD))
-            # islands, holes, regions beyond the N largest (umsrep/derive/postprocess.py); a
-            # model.json older than keep_largest lacks the key and gets clean_mask's default
-            if meta.get("mask_cleanup"):
-                mask = clean_mask(mask, **meta["mask_cleanup"])
-            mask = mask.astype(np.uint8)
-            file = f"{stem}_{name}_mask.png"
-            _write_png(out_dir / file, mask * 255)
-            row[f"{name}_mask"] = file
-            row[f"{name}_area"] = float(mask.mean())
-        else:
-            file = f"{stem}_denoised.png" if name == "denoise" else f"{stem}_{name}_denoised.png"
-            _write_png(out_dir / file, _reconstruction(out, mean, width, height, fit))
-            row[f"{name}_denoised"] = file
-    return row
+    return predict_pixels(TorchImageModel(model, meta), meta, pixels, stem, out_dir)
 
 
 def explain(model: nn.Module, task: str, x: torch.Tensor, target_class: int) -> np.ndarray:
     """Grad-CAM ``[S, S]`` (0-1) of one image ``x`` ``[1, 1, S, S]`` for ``target_class``; for
     several models averaged, the mean of their maps for the class the ensemble predicts."""
     from umsrep.derive import grad_cam
+    from umsrep.models.ensemble import MeanEnsemble
 
     members = list(model.members) if isinstance(model, MeanEnsemble) else [model]
     maps = [grad_cam(m, task, x, target_class=target_class, layer=gradcam_layer(m, task))[0, 0]
             .cpu().numpy() for m in members]
     return np.mean(maps, axis=0)
-
-
-def _reconstruction(out: torch.Tensor, mean: float, width: int, height: int,
-                    fit: str = "stretch") -> np.ndarray:
-    """Normalized ``[1, 1, S, S]`` output -> uint8 0-255 image at ``(height, width)``."""
-    pixels = np.clip(out[0, 0].float().cpu().numpy() + mean, 0.0, 1.0)
-    pixels = np.clip(from_square(pixels, (height, width), fit), 0.0, 1.0)
-    return np.round(pixels * 255).astype(np.uint8)
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, i = path.stem, 2
-    while stem in used:
-        stem, i = f"{path.stem}_{i}", i + 1
-    used.add(stem)
-    return stem
-
-
-def apply_model_rules(meta: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
-    """Rule columns for the rows of ``df`` (one column per rule whose inputs exist).
-
-    A rule that needs a task this model does not predict is skipped with a warning; rows with an
-    ``error`` get no rule output.
-    """
-    from umsrep.derive import apply_rules, load_rules
-
-    rules = load_rules(meta.get("rules") or [])
-    tasks = [t["name"] for t in meta["tasks"] if t["kind"] == "classification"]
-    known, usable = set(tasks), []
-    for rule in rules:
-        missing = sorted({c.task for c in rule.when} - known)
-        if missing:
-            log.warning(
-                "rule %r needs %s, which this model does not predict; skipped",
-                rule.name,
-                ", ".join(missing),
-            )
-            continue
-        usable.append(rule)
-        known.add(rule.name)
-    if not usable:
-        return pd.DataFrame(index=df.index)
-    values = df.reindex(columns=tasks).astype(object)
-    scores = df.reindex(columns=[f"{t}_prob" for t in tasks]).set_axis(tasks, axis=1)
-    out = apply_rules(usable, values.where(values.notna(), None), scores)
-    if "error" in df:
-        out = out.astype(object).where(df["error"].isna(), None)
-    return out
 
 
 def predict_images(
@@ -332,34 +283,18 @@ def predict_images(
     fraction); per denoise task ``<task>_denoised``; then one column per rule. File columns are
     names relative to ``out_dir``.
     """
-    from umsrep.data.io import ImageDecodeError, load_image
-
     dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
     model, meta = load_models(dirs, device=device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows, used = [], set()
-    for image in map(Path, images):
-        row: dict[str, Any] = {"image": str(image), "error": None}
-        try:
-            pixels = load_image(image)
-        except (ImageDecodeError, OSError) as exc:
-            log.warning("%s", exc)
-            row["error"] = str(exc)
-            rows.append(row)
-            continue
-        row.update(predict_one(model, meta, pixels, _unique_stem(image, used), out_dir))
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df = pd.concat([df, apply_model_rules(meta, df)], axis=1)
-    df.to_csv(out_dir / "predictions.csv", index=False)
-    return df
+    return predict_files(TorchImageModel(model, meta), meta, images, out_dir)
 
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model_dir", type=Path, help="a trained stage's checkpoint folder (model.pt + model.json)"
+        "model_dir",
+        type=Path,
+        help="a trained stage's checkpoint folder (model.pt + model.json), or a bundle folder "
+        "written by `umsrep export` (bundle.json; runs on the CPU, no Grad-CAM)",
     )
     parser.add_argument(
         "images",
@@ -378,16 +313,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda when available, else cpu)",
+        help="torch device for model folders (default: cuda when available, else cpu)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from umsrep.bundle import is_bundle, predict_bundle
+
     more = list(itertools.takewhile(Path.is_dir, args.images))  # MODEL_DIR... IMAGE...
     images = args.images[len(more):]
     if not images:
         raise SystemExit("umsrep predict: no image files after the model folders")
-    df = predict_images([args.model_dir, *more], images, args.output, device=args.device)
+    if any(is_bundle(d) for d in [args.model_dir, *more]):
+        if more:
+            raise UserError(
+                f"{args.model_dir}: a bundle is applied alone; to average several model folders, "
+                "export them together: umsrep export MODEL_DIR MODEL_DIR ... -o BUNDLE"
+            )
+        df = predict_bundle(args.model_dir, images, args.output)
+    else:
+        df = predict_images([args.model_dir, *more], images, args.output, device=args.device)
     failed = int(df["error"].notna().sum())
     log.info(
         "%d image(s) predicted, %d unreadable; wrote %s",

@@ -7,9 +7,9 @@ import re
 
 import pandas as pd
 import pytest
-from tests.analysis.conftest import CLS, SEG, make_run_folder
 
 from analysis import cli
+from tests.analysis.conftest import CLS, SEG, make_run_folder
 
 DATASETS = ("jsrt", "montgomery")
 RUN = "cxr-hetero"  # the fixture's run name; figure ids are <section>-<run>-<task>

@@ -62,8 +62,9 @@ def test_clahe_keeps_black_bands_dark_and_handles_16_bit():
 
 
 def test_cache_applies_contrast_before_resize_and_keys_on_it(tmp_path):
-    from umsrep.data.importers import run_import
     import pandas as pd
+
+    from umsrep.data.importers import run_import
 
     src = tmp_path / "src"
     write_png(src / "a.png", _radiograph(True)[0])

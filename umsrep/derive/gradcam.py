@@ -8,13 +8,16 @@ the deepest feature map the classification head pools (decoder convolutions that
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umsrep.models.multitask import MultiTaskModel
+if TYPE_CHECKING:  # annotations only: umsrep.bundle imports umsrep.derive without the models
+    from umsrep.models.multitask import MultiTaskModel
 
 
 class _ActivationRecorder:

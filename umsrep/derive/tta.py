@@ -11,7 +11,7 @@ square image both fits are the same picture and the model runs once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -35,12 +35,26 @@ def segment_original(model, task: str, pixels: np.ndarray, size: int,
                      fits: Sequence[str] = ("stretch",),
                      device: str | torch.device = "cpu") -> np.ndarray:
     """Probability map float32 ``[H, W]`` (0-1) of segmentation ``task`` for ``pixels``."""
+    model.eval()
+
+    def probability(x: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(model(x.to(device), [task])[task].float())[0, 0].cpu().numpy()
+
+    return average_over_fits(probability, pixels, size, fits)
+
+
+def average_over_fits(probability: Callable[[torch.Tensor], np.ndarray], pixels: np.ndarray,
+                      size: int, fits: Sequence[str] = ("stretch",)) -> np.ndarray:
+    """The mean over ``fits`` of ``probability(x)`` (``x``: ``normalize_image``'s
+    ``[1, 1, size, size]``; returns an ``[size, size]`` 0-1 map) mapped back to ``[H, W]``.
+
+    Whatever runs the model (PyTorch here, ONNX Runtime in ``umsrep.bundle``) supplies
+    ``probability``; a square image is seen once, whatever ``fits`` lists.
+    """
     height, width = pixels.shape[:2]
     views = list(dict.fromkeys(fits)) if height != width else list(fits)[:1]
-    model.eval()
     total = np.zeros((height, width), dtype=np.float32)
     for fit in views:
         x, _ = normalize_image(pixels, size, fit)
-        prob = torch.sigmoid(model(x.to(device), [task])[task].float())[0, 0].cpu().numpy()
-        total += from_square(prob, (height, width), fit)
+        total += from_square(probability(x), (height, width), fit)
     return total / len(views)
