@@ -313,6 +313,8 @@ def test_predict_with_two_model_folders_averages_their_probabilities(model_dir, 
     probs = np.mean([torch.softmax(o["abnormal"], 1)[0].numpy() for o in outs], axis=0)
     assert csv["abnormal"].iloc[0] == CLS["classes"][int(probs.argmax())]
     assert csv["abnormal_prob"].iloc[0] == pytest.approx(float(probs.max()), abs=1e-6)
+    for c, p in zip(CLS["classes"], probs, strict=True):  # every class, for ROC curves
+        assert csv[f"abnormal_p_{c}"].iloc[0] == pytest.approx(float(p), abs=1e-6)
     lung = np.mean([torch.sigmoid(o["lung"])[0, 0].numpy() for o in outs], axis=0)
     want = cv2.resize(lung, (50, 40), interpolation=cv2.INTER_LINEAR) > 0.5  # (0.45 + 0.55) / 2
     mask = cv2.imread(str(out / "a_lung_mask.png"), cv2.IMREAD_UNCHANGED) > 0

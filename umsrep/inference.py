@@ -120,6 +120,8 @@ def _classification(model: ImageModel, task: dict[str, Any], square: SquareOutpu
     name, probs = task["name"], square.probs[task["name"]]
     k = int(probs.argmax())
     row: dict[str, Any] = {name: str(task["classes"][k]), f"{name}_prob": float(probs[k])}
+    # every class's probability, for ROC / precision-recall curves over a set of images
+    row.update({f"{name}_p_{c}": float(p) for c, p in zip(task["classes"], probs, strict=True)})
     heat = model.explain(name, square.x, k)
     if heat is not None:
         heat = from_square(np.clip(heat, 0.0, 1.0).astype(np.float32), gray.shape, _fit(meta))

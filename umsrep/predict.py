@@ -17,7 +17,7 @@ square first: ``umsrep.data.geometry``) with OpenCV INTER_CUBIC to ``image_size`
 (65535 for 16-bit), minus its own mean. Outputs, per image (``<stem>`` = file name without suffix):
 
 - classification: predicted class name and its probability (CSV columns ``<task>``,
-  ``<task>_prob``) and a Grad-CAM overlay ``<stem>_<task>_gradcam.png`` at the original size;
+  ``<task>_prob``), every class's probability (``<task>_p_<class>``: ROC curves) and a Grad-CAM overlay ``<stem>_<task>_gradcam.png`` at the original size;
 - segmentation: a binary (0/255) mask ``<stem>_<task>_mask.png`` at the original size (the
   probability map is mapped back with INTER_LINEAR, undoing the fit, and thresholded at
   ``model.json``'s ``threshold`` (chosen on held-out folds, ``umsrep.runner.threshold``; 0.5 in

@@ -168,7 +168,11 @@ def evaluate_original_size(model, task: Task, loader: DataLoader, index: pd.Data
             index["sample_id"], hw["height"], hw["width"], strict=True)
             if pd.notna(h) and pd.notna(w)}
     scores = score_original_size(probs, paths, fit, clean, shapes, threshold)
-    for row in scores.itertuples(index=False):
-        log.info("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
-                 row.width, row.dice, row.iou)
+    for row in scores.itertuples(index=False):  # per image with -v; one summary line by default
+        log.debug("%s %s at %dx%d: dice %.4f iou %.4f", task.name, row.sample_id, row.height,
+                  row.width, row.dice, row.iou)
+    if len(scores):
+        log.info("%s at the original size: %d images, dice mean %.4f, worst %.4f (%s)",
+                 task.name, len(scores), scores["dice"].mean(), scores["dice"].min(),
+                 scores.loc[scores["dice"].idxmin(), "sample_id"])
     return summarize(task.name, scores), scores
