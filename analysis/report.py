@@ -80,7 +80,8 @@ def resolve_options(data: RunData, options: ReportOptions) -> ReportOptions:
     was a setting)."""
     if options.iou_threshold is not None:
         return options
-    values = [float((c.get("evaluation") or {}).get("correct_iou", DEFAULT_IOU_THRESHOLD))
+    values = [float(((c.get("experiment") or {}).get("evaluation") or {}).get(
+        "correct_iou", DEFAULT_IOU_THRESHOLD))
               for c in data.configs.values()] or [DEFAULT_IOU_THRESHOLD]
     if len(set(values)) > 1:
         log.warning("runs use different evaluation.correct_iou %s: the report uses %g; "

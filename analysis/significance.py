@@ -48,6 +48,7 @@ from analysis.stats import (
     pair_strategies,
 )
 from analysis.tables import dataset_splits
+from umsrep.schema import BACKBONE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def corrected_t_rows(metrics: pd.DataFrame, predictions: pd.DataFrame) -> list[d
         & (metrics["noise"].fillna("") == "")
         & (metrics["fold"] >= 0)
         & metrics["metric"].isin(TESTED_METRICS)
-        & (metrics["strategy"] != "")
+        & ~metrics["strategy"].isin(BACKBONE_LABELS)
     ]
     val = predictions[predictions["split"] == CV_SPLIT]
     rows = []

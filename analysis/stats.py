@@ -23,7 +23,7 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.tables import order_strategies
-from umsrep.schema import SEGMENTATION_CORRECT_IOU
+from umsrep.schema import BACKBONE_LABELS, SEGMENTATION_CORRECT_IOU
 
 EXACT = "exact binomial"
 CHI2 = "chi-square (continuity corrected)"
@@ -200,8 +200,10 @@ def correctness(
 
 
 def pair_strategies(strategies: list[str]) -> list[tuple[str, str]]:
-    """Strategy pairs, baseline always second so 'A vs baseline' reads as a gain."""
-    return list(combinations(order_strategies(strategies), 2))
+    """Strategy pairs, baseline always second so 'A vs baseline' reads as a gain. The shared
+    backbone's own rows (``BACKBONE_LABELS``) are not a strategy and pair with nothing."""
+    kept = [s for s in strategies if s not in BACKBONE_LABELS]
+    return list(combinations(order_strategies(kept), 2))
 
 
 def pairwise_mcnemar(

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from umsrep.schema import BASELINE
+from umsrep.schema import BACKBONE_LABELS, BASELINE
 
-SHARED_BACKBONE = "shared backbone"  # label for the backbone's own rows (strategy "")
+SHARED_BACKBONE = "shared backbone"  # label for the backbone's own rows (the runner's "shared")
 KEYS = ["run", "task", "strategy", "metric"]
 STRATEGY_ORDER = ("independent", "alternating", "joint")  # the paper's order; others follow
 _METRIC_ORDER = [
@@ -125,7 +125,7 @@ def metric_summary(
         if len(out)
         else out.assign(pooled=pd.Series(dtype=float), ensemble=pd.Series(dtype=float))
     )
-    out["strategy"] = out["strategy"].replace("", SHARED_BACKBONE)
+    out["strategy"] = out["strategy"].replace(dict.fromkeys(BACKBONE_LABELS, SHARED_BACKBONE))
     return _sort(out)
 
 
@@ -256,7 +256,7 @@ def denoise_table(
         for key, g in m.groupby(keys, sort=False)
     ]
     out = pd.DataFrame(rows, columns=[*keys, "n_folds", "mean", "std", "ci_low", "ci_high"])
-    out["strategy"] = out["strategy"].replace("", SHARED_BACKBONE)
+    out["strategy"] = out["strategy"].replace(dict.fromkeys(BACKBONE_LABELS, SHARED_BACKBONE))
     return out
 
 

@@ -34,3 +34,31 @@ def ray_session():
                                            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def runner_run_dir(tmp_path_factory) -> Path:
+    """A run folder written by the runner itself (``umsrep train``, no Ray): the tiny runner
+    experiment with a *supervised* backbone (pretrained on the lung task, so the backbone has
+    lung scores of its own, labelled as the runner labels them), independent and joint heads,
+    the separate baseline, two folds. The expected values of the tests that read it come from
+    this producer, never from the code under test. About 15 s of CPU."""
+    import copy
+
+    import torch
+
+    from tests.runner.conftest import TINY
+    from umsrep.experiment import load_experiment
+    from umsrep.runner.local import run_local
+
+    cfg = copy.deepcopy(TINY)
+    cfg["name"] = "supervised"
+    cfg["data"]["cache_dir"] = str(tmp_path_factory.mktemp("runner-cache"))
+    cfg["backbone"] = {**cfg["backbone"], "pretrain": "supervised", "task": "lung"}
+    cfg["strategies"] = [{"name": "independent"}, {"name": "joint"}]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_local(load_experiment(data=cfg), tmp_path_factory.mktemp("runner-runs"))
+    finally:
+        torch.set_num_threads(threads)

@@ -362,3 +362,32 @@ def test_predict_applies_the_contrast_model_json_names(model_dir, tmp_path, monk
     assert not np.array_equal(want, raw)
     np.testing.assert_array_equal(seen["classify"], want)
     np.testing.assert_array_equal(seen["segment"], want)
+
+
+def test_predict_with_a_runner_checkpoint_agrees_with_the_runners_own_scores(runner_run_dir,
+                                                                            tmp_path):
+    """A stage's ``checkpoint/`` as the runner wrote it (``runner_run_dir``, tests/conftest.py):
+    ``umsrep predict`` on the external test images' files gives the class probabilities the
+    runner recorded for them in ``predictions.parquet`` when it evaluated that stage."""
+    from umsrep.runner.data import load_run_data
+
+    stages = pd.read_parquet(runner_run_dir / "stages.parquet")
+    checkpoint = Path(stages.query("fold == 0 and strategy == 'joint'")["checkpoint"].item())
+    _, meta = load_model_dir(checkpoint)
+    assert (meta["stage"], meta["image_size"]) == ("f0-joint", SIZE)
+    assert [t["name"] for t in meta["tasks"]] == ["lung", "abnormal"]
+    data = load_run_data(runner_run_dir)
+    test = data.index.iloc[data.external]
+    assert len(test) == 16
+    df = predict_images(checkpoint, [Path(p) for p in test["image_path"]], tmp_path)
+    assert df["error"].isna().all()
+    preds = pd.read_parquet(runner_run_dir / "predictions.parquet").query(
+        "fold == 0 and strategy == 'joint' and split == 'test' and task == 'abnormal'"
+    ).set_index("sample_id").loc[test["sample_id"]]
+    # the runner's score of a binary task is the probability of class 1
+    np.testing.assert_allclose(df["abnormal_p_1"], preds["score"], atol=1e-5)
+    assert df["abnormal"].astype(str).tolist() == preds["y_pred"].astype(str).tolist()
+    for stem, (h, w) in zip(test["image_path"].map(lambda p: Path(p).stem),
+                            zip(test["height"], test["width"], strict=True), strict=True):
+        mask = cv2.imread(str(tmp_path / f"{stem}_lung_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (h, w)  # back at the file's own size (64 px), not 32

@@ -2,8 +2,9 @@
 
 A model folder (a stage's ``checkpoint/`` or a backbone store's ``checkpoint/``) holds
 ``model.pt`` (a ``MultiTaskModel`` state dict; a ``DenoisedInput`` for baselines fed by a
-separate denoiser) and ``model.json`` (``umsrep.runner.execute.model_meta``: image_size,
-backbone, baseline_arch, denoised_input, tasks, rules, threshold).
+separate denoiser) and ``model.json`` (``umsrep.runner.execute.model_meta``: the network's
+``umsrep.models.ModelSpec``, built by ``umsrep.models.build_model``, plus rules, threshold,
+fit, contrast, ...).
 
 Several model folders of the same tasks (e.g. the k fold models of one strategy) are applied
 as one: the mean of their probabilities (``umsrep.models.ensemble.MeanEnsemble``), cut at the
@@ -69,53 +70,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- loading
-def _num_classes(task: dict[str, Any]) -> int | None:
-    if task["kind"] != "classification":
-        return None
-    if not task.get("classes"):
-        raise ValueError(f"model.json: classification task {task['name']!r} lists no classes")
-    return len(task["classes"])
-
-
-def build_model_from_meta(meta: dict[str, Any]) -> MultiTaskModel:
-    """An untrained model with the architecture ``model.json`` describes."""
-    from umsrep.models import MultiTaskModel, build_backbone, build_head, build_separate_model
-
-    bb_cfg = dict(meta["backbone"])
-    name, preset = bb_cfg.pop("name"), bb_cfg.pop("preset", "default")
-    width = bb_cfg.pop("width", None)
-    tasks = meta["tasks"]
-    if meta.get("baseline_arch") == "paper":
-        task = tasks[0]
-        model = build_separate_model(
-            task["kind"], arch="paper", preset=preset, width=width, num_classes=_num_classes(task)
-        )
-        model.heads[task["name"]] = model.heads.pop(next(iter(model.heads)))
-    else:
-        backbone = build_backbone(name, preset=preset, width=width, **bb_cfg)
-        heads = {
-            t["name"]: build_head(
-                t["head"],
-                backbone,
-                num_classes=_num_classes(t),
-                preset=preset,
-                width=width,
-                **(t.get("head_kwargs") or {}),
-            )
-            for t in tasks
-        }
-        model = MultiTaskModel(backbone, heads)
-    if meta.get("denoised_input"):
-        from umsrep.strategies import DenoisedInput
-
-        den_bb = build_backbone(name, preset=preset, width=width, **bb_cfg)
-        denoiser = MultiTaskModel(
-            den_bb, {"denoise": build_head("denoise", den_bb, preset=preset, width=width)}
-        )
-        model = DenoisedInput(denoiser, model)
-    return model
-
-
 def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskModel, dict[str, Any]]:
     """Rebuild the model of a model folder and load its weights (``weights_only=True``).
 
@@ -135,7 +89,9 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskMode
     if meta.get("members"):
         members = [load_model_dir(path / m, device)[0] for m in meta["members"]]
         return _mean_of(members, meta, device), meta
-    model = build_model_from_meta(meta)
+    from umsrep.models import ModelSpec, build_model
+
+    model = build_model(ModelSpec.from_json(meta))
     state = torch.load(weights, weights_only=True, map_location="cpu")
     try:
         model.load_state_dict(state)

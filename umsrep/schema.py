@@ -17,7 +17,7 @@ A run folder holds (all tables Parquet, written atomically: temp file then ``os.
 ``metrics.parquet`` (long format, one row per value)
     fold (int; -1 for the fold ensemble: the mean of the k fold models' probabilities on the
     external test splits, ``umsrep/runner/ensemble.py``; never part of a fold statistic),
-    strategy (str; "baseline" for the baseline), task (str), split ("val" | "test" |
+    strategy (str; "baseline" for the baseline, "shared" for the backbone's own), task (str), split ("val" | "test" |
     "test:<dataset>"), metric (str: accuracy, f1, mcc, auc, iou, dice, pixel_accuracy,
     dice_orig, dice_orig_min, iou_orig, psnr, ssim, ms_ssim, loss; a segmentation ensemble has
     only the ``*_orig`` ones), value (float), noise (str, "" unless the metric is per noise
@@ -107,6 +107,10 @@ SAMPLES_COLUMNS: dict[str, str] = {
 }
 
 BASELINE = "baseline"
+SHARED = "shared"
+"""Strategy label of the shared backbone's own rows in metrics and predictions (its denoising
+scores); stages.parquet labels the backbone stage "". Neither is a strategy to compare."""
+BACKBONE_LABELS = ("", SHARED)
 
 SEGMENTATION_CORRECT_IOU = 0.9
 """A segmentation counts as correct when its per-image IoU is at least this; one definition for

@@ -1,7 +1,11 @@
-"""A realistic synthetic run folder (schema in ``umsrep/schema.py``), written the way the runner
-writes one: the CXR heterogeneous scenario with a denoising backbone, lung segmentation and
-abnormality classification, three strategies plus the baseline, k folds sharing one external
-test set (split "test"), each fold also scored on its own held-out part of the fine-tuning set
+"""A realistic synthetic run folder (schema in ``umsrep/schema.py``), labelled the way the runner
+labels one (the backbone's stage is kind "backbone", strategy "", task "denoise"; its own metric
+rows are strategy "shared", ``umsrep.schema.SHARED``) and scored with the runner's metric
+functions (``umsrep.metrics``, as ``umsrep.train.evaluate`` calls them). For the report's scale
+and layout; tests of what the analysis computes read ``runner_run_dir`` (tests/conftest.py), a
+folder the runner itself wrote. The scenario: CXR heterogeneous, a denoising backbone, lung
+segmentation and abnormality classification, three strategies plus the baseline, k folds
+sharing one external test set (split "test"), each fold also scored on its own held-out part of the fine-tuning set
 (split "val", ``n_val`` images per fold), Tune trials and a small PNG gallery. With
 ``datasets``, the external test set pools those datasets and each is also scored on its own
 (split "test:<dataset>", a contiguous share of the test images), as the runner's
@@ -17,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from analysis.tables import compute_pooled_classification
+from umsrep.metrics import METRICS
 from umsrep.schema import (
     METRICS_COLUMNS,
     PREDICTIONS_COLUMNS,
@@ -53,7 +57,7 @@ def _stages(n_folds: int, rng: np.random.Generator, strategies: tuple[str, ...])
         )
 
     for fold in range(n_folds):
-        add(fold, "backbone", "", "", 30.2, 800_067)
+        add(fold, "backbone", "", "denoise", 30.2, 800_067)
         for s in strategies:
             if s == "independent":
                 add(fold, "head", s, SEG, 0.81, 786_497)
@@ -140,7 +144,8 @@ def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.
                 "pixel_accuracy": 0.9 + 0.1 * g["iou"].mean(),
             }
         else:
-            values = compute_pooled_classification(g["y_true"].to_numpy(), g["y_pred"].to_numpy())
+            y_true, y_pred = g["y_true"].to_numpy(), g["y_pred"].to_numpy()
+            values = {n: METRICS.get(n)(y_true, y_pred) for n in ("accuracy", "f1", "mcc")}
         rows += [
             {
                 "fold": fold,
@@ -154,7 +159,7 @@ def _metrics(preds: pd.DataFrame, n_folds: int, rng: np.random.Generator) -> pd.
             for m, v in values.items()
         ]
     for fold in range(n_folds):
-        for s, offset in (("", 0.0), ("baseline", -1.0)):
+        for s, offset in (("shared", 0.0), ("baseline", -1.0)):
             for k, noise in enumerate(NOISES):
                 psnr = 39.0 - 2.7 * k + offset + rng.normal(0, 0.3)
                 for m, v in (
@@ -240,7 +245,13 @@ def make_run_folder(
     config = {
         "schema_version": SCHEMA_VERSION,
         "git_revision": "0" * 40,
-        "experiment": {"name": name, "folds": n_folds, "strategies": list(strategies)},
+        # the shape umsrep.runner.runfolder.write_config gives it
+        "experiment": {
+            "name": name,
+            "folds": {"k": n_folds},
+            "strategies": [{"name": s} for s in strategies],
+            "evaluation": {"correct_iou": 0.9},
+        },
     }
     if paper_reference:
         config["experiment"]["paper_reference"] = paper_reference

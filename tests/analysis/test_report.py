@@ -288,7 +288,9 @@ def test_iou_threshold_comes_from_the_run_config_unless_given(tmp_path):
     from analysis.report import ReportOptions, resolve_options
 
     def data(*values):
-        cfgs = {f"r{i}": ({"evaluation": {"correct_iou": v}} if v is not None else {})
+        # the shape the runner writes (umsrep.runner.runfolder.write_config)
+        cfgs = {f"r{i}": ({"experiment": {"evaluation": {"correct_iou": v}}} if v is not None
+                          else {"experiment": {}})
                 for i, v in enumerate(values)}
         empty = pd.DataFrame()
         return RunData(empty, empty, empty, empty, empty, configs=cfgs)

@@ -122,3 +122,64 @@ def test_resume_takes_the_newer_of_ray_checkpoint_and_stage_state(tmp_path):
     assert newer_state(ray_copy, state) == state  # written later than the Ray copy
     os.utime(state / "last.pt", (500_000, 500_000))
     assert newer_state(ray_copy, state) == ray_copy
+
+
+def _checkpoints(run_dir) -> dict[str, str]:
+    """``kind/strategy/task`` -> the stage's checkpoint folder (fold 0)."""
+    stages = pd.read_parquet(run_dir / "stages.parquet")
+    stages = stages[stages["fold"] == 0]
+    labels = stages["kind"] + "/" + stages["strategy"] + "/" + stages["task"]
+    return dict(zip(labels, stages["checkpoint"], strict=True))
+
+
+def test_every_model_json_is_a_model_spec_that_builds_its_weights(local_run):
+    """model.json keeps its format (the spec's keys, as written before ModelSpec) and
+    build_model rebuilds every stage's network, the denoiser-fed baseline included."""
+    from pathlib import Path
+
+    import torch
+
+    from umsrep.models import DenoisedInput, ModelSpec, build_model
+
+    _, _, run_dir = local_run
+    for stage, ckpt in _checkpoints(run_dir).items():
+        meta = json.loads((Path(ckpt) / "model.json").read_text())
+        spec = ModelSpec.from_json(meta)
+        assert spec.to_json() == {k: meta[k] for k in spec.to_json()}, stage
+        model = build_model(spec)
+        model.load_state_dict(torch.load(Path(ckpt) / "model.pt", weights_only=True))
+        assert isinstance(model, DenoisedInput) == meta["denoised_input"], stage
+    assert any(json.loads((Path(c) / "model.json").read_text())["denoised_input"]
+               for c in _checkpoints(run_dir).values())
+
+
+def test_store_keeps_the_backbone_once_and_old_store_folders_load(local_run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from umsrep.runner.stage import StageContext, stored_backbone
+
+    exp, _, run_dir = local_run
+    (checkpoint,) = [Path(c) for k, c in _checkpoints(run_dir).items()
+                     if k.startswith("backbone/")]
+    store = checkpoint.parent
+    assert not (store / "model.pt").exists()  # one copy: the model folder checkpoint/
+    written = torch.load(checkpoint / "model.pt", weights_only=True)
+    # a store folder as the first versions wrote it: model.pt = backbone + head + task
+    old = tmp_path / "store" / store.name
+    shutil.copytree(store, old)
+    shutil.rmtree(old / "checkpoint")
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in written.items() if k.startswith(prefix)}
+
+    torch.save({"backbone": part("backbone."), "head": part("heads.denoise."), "task": "denoise"},
+               old / "model.pt")
+    for folder in (store.parent, old.parent):
+        ctx = StageContext(exp=exp, data=None, run_dir=run_dir, store_dir=folder,
+                           store_keys={0: store.name})
+        state, task = stored_backbone(ctx, 0)
+        assert task == "denoise"
+        assert set(state) == set(written)
+        assert all(torch.equal(state[k], written[k]) for k in written)

@@ -150,7 +150,7 @@ def test_monitor_score_maps_to_val_score_maximised():
     from umsrep.experiment import TrainSettings
     from umsrep.runner.stage import train_config
 
-    cfg = train_config(None, TrainSettings(monitor="score"), {}, "cpu", 0)
+    cfg = train_config(TrainSettings(monitor="score"), "cpu", 0)
     assert (cfg.monitor, cfg.mode) == ("val/score", "max")
-    cfg = train_config(None, TrainSettings(), {}, "cpu", 0)
+    cfg = train_config(TrainSettings(), "cpu", 0)
     assert (cfg.monitor, cfg.mode) == ("val/loss", "min")

@@ -165,7 +165,7 @@ def score_tasks(ctx: StageContext, model, tasks: list[Task], loaders: dict[str, 
 
     others = [t for t in tasks if t.kind != "segmentation"]
     rows, preds = evaluate(model, others, {t.name: loaders[t.name] for t in others},
-                           noise_config(ctx.exp, {}), device=device,
+                           noise_config(ctx.exp), device=device,
                            correct_iou=ctx.exp.evaluation.correct_iou) if others else ([], None)
     frames = [preds] if preds is not None and len(preds) else []
     for t in tasks:

@@ -8,33 +8,34 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from umsrep.runner.checkpoints import save_checkpoints, scored_epochs
 from umsrep.runner.plan import Stage
 from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.stage import (
-    SHARED,
     ReportFn,
     StageContext,
-    backbone_args,
     build_stage_model,
+    build_tasks,
     denoise_task,
     labelled,
     make_dataset,
     make_loader,
     noise_config,
+    stage_spec,
     train_config,
 )
 from umsrep.runner.store import atomic_write_json, read_json
 from umsrep.runner.threshold import held_out_dice, threshold_record
+from umsrep.schema import SHARED
 from umsrep.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
-def execute_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any], *,
-                  report: ReportFn | None, resume_from: Path | None, out_dir: Path, rank: int):
+def execute_stage(ctx: StageContext, stage: Stage, *, report: ReportFn | None,
+                  resume_from: Path | None, out_dir: Path, rank: int):
+    """Run ``stage`` as ``ctx.exp`` (tuned hyperparameters already applied) describes it."""
     from umsrep.train.checkpoint import seed_everything
 
     seed_everything(ctx.exp.seed)  # heads start from the same weights in every run and rank
@@ -44,10 +45,10 @@ def execute_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any], *,
             return reuse_backbone(ctx, stage, done)
         if stage.kind != "backbone":
             raise RuntimeError(f"{stage.id}: backbone {stage.store_key} is not in the store yet")
-        return pretrain_backbone(ctx, stage, hparams, report, resume_from, rank)
+        return pretrain_backbone(ctx, stage, report, resume_from, rank)
     if stage.kind == "head":
-        return finetune_heads(ctx, stage, hparams, report, resume_from, out_dir, rank)
-    return train_baseline(ctx, stage, hparams, report, resume_from, out_dir, rank)
+        return finetune_heads(ctx, stage, report, resume_from, out_dir, rank)
+    return train_baseline(ctx, stage, report, resume_from, out_dir, rank)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -143,7 +144,7 @@ def mask_cleanup(exp) -> dict[str, Any] | None:
 
 
 def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, options: dict,
-              settings, hparams, train_pos, val_pos, report, resume_from, noise_cfg, seed: int,
+              settings, train_pos, val_pos, report, resume_from, noise_cfg, seed: int,
               state_dir: Path):
     """Train with the loop; its per-epoch state (``last.pt``) lives in ``state_dir``, or in
     ``resume_from`` when Ray hands back a checkpoint, so an interrupted stage continues."""
@@ -152,21 +153,13 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
     from umsrep.strategies import STRATEGIES
     from umsrep.train.loop import fit
 
-    cfg = train_config(ctx.exp, settings, hparams, ctx.device, seed)
+    cfg = train_config(settings, ctx.device, seed)
     cfg = replace(cfg, checkpoint_dir=str(newer_state(resume_from, state_dir)), val_metrics=True)
     model = ctx.prepare_model(model)
-    opts = dict(options)
-    weights = {k[7:]: float(v) for k, v in hparams.items() if k.startswith("weight/")}
-    if weights and strategy_name == "joint":
-        base = {t.name: t.loss_weight for t in tasks}
-        opts["weights"] = {**base, **opts.get("weights", {}), **weights}
-    if "alternating_ratio" in hparams and strategy_name == "alternating":
-        r = float(hparams["alternating_ratio"])
-        opts["ratios"] = {t.name: (r if i == 0 else 1.0) for i, t in enumerate(tasks)}
     strategy = STRATEGIES.get(strategy_name)(
         model, tasks, optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
         noise_cfg=noise_cfg, device=ctx.device, precision=cfg.precision, noise_seed=seed,
-        **opts,
+        **options,
     )
     train_loaders = loaders_for(ctx, tasks, train_pos, train=True, batch_size=cfg.batch_size,
                                 seed=seed)
@@ -220,37 +213,28 @@ def validation_curve(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 # ----------------------------------------------------------------------------- backbone
-def pretrain_backbone(ctx, stage: Stage, hparams, report, resume_from, rank):
-    from umsrep.models import build_backbone, build_head
-    from umsrep.models.multitask import MultiTaskModel, count_trainable_params
+def pretrain_backbone(ctx, stage: Stage, report, resume_from, rank):
+    """Train the fold's backbone with its pretraining head; the store keeps the network once,
+    as a model folder (``<store>/<key>/checkpoint/``)."""
+    from umsrep.models.multitask import count_trainable_params
 
     exp = ctx.exp
-    bb = build_backbone(exp.backbone.name, **backbone_args(exp))
     if exp.backbone.pretrain == "denoise":
         task = denoise_task()
-        head = build_head(exp.backbone.head, bb, preset=exp.backbone.preset,
-                          width=exp.backbone.width)
     else:
-        from umsrep.runner.stage import build_tasks
-
         task = build_tasks(exp, ctx.data.index)[exp.backbone.task]
-        head = build_head(task.head, bb, num_classes=task.num_classes,
-                          preset=exp.backbone.preset, width=exp.backbone.width, **task.head_kwargs)
-    model = MultiTaskModel(bb, {task.name: head})
-    noise = noise_config(exp, hparams)
+    model = build_stage_model(ctx, stage, [task])
+    noise = noise_config(exp)
     pool = labelled(ctx, ctx.data.pool_for_fold(stage.fold), task)
     tr, va = split_pool(pool, exp.folds.val_fraction, exp.seed + 101)
     params = count_trainable_params(model)
-    fit_result = fit_model(ctx, model, [task], "joint", {}, exp.backbone.train, hparams, tr, va,
+    fit_result = fit_model(ctx, model, [task], "joint", {}, exp.backbone.train, tr, va,
                            report, resume_from, noise, exp.seed,
                            ctx.run_dir / "stages" / stage.id / "train_state")
     metrics, preds = evaluate_model(ctx, stage, model, [task], SHARED, noise)
     store = ctx.store_dir / stage.store_key
     if rank == 0:
         store.mkdir(parents=True, exist_ok=True)
-        torch.save({"backbone": model.backbone.state_dict(), "head": head.state_dict(),
-                    "task": task.name}, store / "model.pt.tmp")
-        (store / "model.pt.tmp").replace(store / "model.pt")
         save_checkpoints(store, model, model_meta(ctx, [task], stage), fit_result,
                          exp.backbone.train)
         pd.DataFrame(metrics).to_parquet(store / "metrics.parquet", index=False)
@@ -281,14 +265,14 @@ def reuse_backbone(ctx, stage: Stage, stored: dict[str, Any]):
 
 
 # ----------------------------------------------------------------------------- heads
-def finetune_heads(ctx, stage: Stage, hparams, report, resume_from, out_dir: Path, rank):
+def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     exp = ctx.exp
     tasks = [ctx.tasks[n] for n in stage.tasks]
-    model = build_stage_model(ctx, stage, tasks, hparams)
+    model = build_stage_model(ctx, stage, tasks)
     fold = ctx.data.folds[stage.fold]
     options = next((s.options for s in exp.strategies if s.name == stage.strategy), {})
-    noise = noise_config(exp, hparams)
-    fit_result = fit_model(ctx, model, tasks, stage.strategy, options, exp.train, hparams,
+    noise = noise_config(exp)
+    fit_result = fit_model(ctx, model, tasks, stage.strategy, options, exp.train,
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
     params = getattr(fit_result, "trainable_params", None) or _trainable(model)
@@ -311,82 +295,44 @@ def _trainable(model) -> int:
 
 
 # ----------------------------------------------------------------------------- baseline
-def train_baseline(ctx, stage: Stage, hparams, report, resume_from, out_dir: Path, rank):
-    from umsrep.models import build_separate_model
+def train_baseline(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
+    """A separate model from random initialization, fed by the stored denoiser when the plan
+    makes it wait for one (``stage_spec``: ``denoised_input``)."""
     from umsrep.models.multitask import count_trainable_params
 
     exp = ctx.exp
     task = ctx.tasks[stage.tasks[0]]
-    kind = task.kind
-    if exp.baseline.arch == "same":
-        from umsrep.models import build_backbone, build_head
-        from umsrep.models.multitask import MultiTaskModel
-
-        bb = build_backbone(exp.backbone.name, **backbone_args(exp))
-        model = MultiTaskModel(bb, {task.name: build_head(
-            task.head, bb, num_classes=task.num_classes, preset=exp.backbone.preset,
-            width=exp.backbone.width, **task.head_kwargs)})
-    else:
-        model = build_separate_model(kind, arch="paper", preset=exp.backbone.preset,
-                                     width=exp.backbone.width, num_classes=task.num_classes)
-        model.heads[task.name] = model.heads.pop(next(iter(model.heads)))
-    params = count_trainable_params(model)
-    train_model = model
-    if stage.deps and exp.baseline.denoiser:
-        from umsrep.strategies import DenoisedInput
-
-        den = load_denoiser(ctx, stage.fold)
-        train_model = DenoisedInput(den, model)
+    model = build_stage_model(ctx, stage, [task])
+    params = count_trainable_params(model)  # a frozen denoiser has none
     fold = ctx.data.folds[stage.fold]
-    noise = noise_config(exp, hparams)
-    fit_result = fit_model(ctx, train_model, [task], "joint", {}, exp.train, hparams,
+    noise = noise_config(exp)
+    fit_result = fit_model(ctx, model, [task], "joint", {}, exp.train,
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
-    chosen = threshold_record(held_out_dice(ctx, stage.fold, train_model, [task],
-                                            mask_cleanup(exp)))
-    metrics, preds = evaluate_model(ctx, stage, train_model, [task], "baseline", noise,
+    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, [task], mask_cleanup(exp)))
+    metrics, preds = evaluate_model(ctx, stage, model, [task], "baseline", noise,
                                     chosen["threshold"])
     ckpt = out_dir / "checkpoint"
     if rank == 0:
-        save_checkpoints(out_dir, train_model,
-                         model_meta(ctx, [task], stage, chosen["threshold"]), fit_result,
-                         exp.train)
-        write_stage_samples(ctx, stage, train_model, [task], "baseline", out_dir)
+        save_checkpoints(out_dir, model, model_meta(ctx, [task], stage, chosen["threshold"]),
+                         fit_result, exp.train)
+        write_stage_samples(ctx, stage, model, [task], "baseline", out_dir)
     return _result(stage, fit_result, params, str(ckpt), **chosen,
                    **scored_epochs(fit_result, exp.train)), metrics, preds
 
 
-def load_denoiser(ctx: StageContext, fold: int):
-    from umsrep.models import build_backbone, build_head
-    from umsrep.models.multitask import MultiTaskModel
-    from umsrep.runner.stage import backbone_store_key
-
-    exp = ctx.exp
-    state = torch.load(ctx.store_dir / backbone_store_key(ctx, fold) / "model.pt",
-                       weights_only=True, map_location="cpu")
-    bb = build_backbone(exp.backbone.name, **backbone_args(exp))
-    head = build_head("denoise", bb, preset=exp.backbone.preset, width=exp.backbone.width)
-    bb.load_state_dict(state["backbone"])
-    head.load_state_dict(state["head"])
-    return MultiTaskModel(bb, {"denoise": head})
-
-
 def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage,
                thresholds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Everything ``umsrep predict`` needs to rebuild the model without the experiment file;
-    ``threshold``: per segmentation task, the one chosen on the held-out fold."""
+    """Everything ``umsrep predict`` needs to rebuild the model without the experiment file:
+    the network's ``ModelSpec`` (``stage_spec``) and how to apply it; ``threshold``: per
+    segmentation task, the one chosen on the held-out fold."""
     exp = ctx.exp
     return {
+        **stage_spec(exp, stage, tasks).to_json(),
         "threshold": dict(thresholds or {}),
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
-        "image_size": exp.data.image_size, "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
+        "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
         "contrast": exp.data.contrast,
         "mask_cleanup": mask_cleanup(exp),
-        "backbone": {"name": exp.backbone.name, **backbone_args(exp)},
-        "baseline_arch": exp.baseline.arch if stage.kind == "baseline" else None,
-        "denoised_input": bool(stage.kind == "baseline" and stage.deps and exp.baseline.denoiser),
-        "tasks": [{"name": t.name, "kind": t.kind, "column": t.column,
-                   "classes": list(t.classes) if t.classes else None, "head": t.head,
-                   "head_kwargs": t.head_kwargs, "loss": t.loss} for t in tasks],
         "rules": exp.rules,
     }

@@ -4,6 +4,12 @@ A stage folder (``<run>/stages/<stage id>/``) holds ``result.json`` (status, wal
 trainable_params per part), ``metrics.parquet``, ``predictions.parquet`` and ``checkpoint/``
 (``model.pt`` + ``model.json``: what ``umsrep predict`` loads). Ray Train calls ``run_stage`` in
 each worker (``umsrep/train/worker.py``); ``umsrep train`` calls it directly.
+
+Every stage's network is built by ``umsrep.models.build_model`` from its ``ModelSpec``
+(``stage_spec``), the spec its ``model.json`` stores. A backbone store folder
+(``<store>/<key>/``) keeps the trained network once, as a model folder: ``checkpoint/``
+(``model.pt`` + ``model.json``); folders written before also hold ``model.pt`` (``backbone``,
+``head``, ``task``), read when ``checkpoint/`` is missing (``stored_backbone``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from umsrep.data import mask_path_column
 from umsrep.experiment import Experiment
-from umsrep.models.multitask import MultiTaskModel
+from umsrep.models import BackboneSpec, DenoisedInput, ModelSpec, MultiTaskModel, build_model
+from umsrep.models.spec import DENOISE
 from umsrep.runner.data import RunData
 from umsrep.runner.plan import Stage
 from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_json
@@ -30,9 +37,6 @@ from umsrep.schema import METRICS_COLUMNS, PREDICTIONS_COLUMNS
 from umsrep.tasks import Task
 
 log = logging.getLogger(__name__)
-
-SHARED = "shared"  # strategy label of the shared backbone's own (denoising) metrics
-
 
 @dataclass
 class StageContext:
@@ -42,6 +46,9 @@ class StageContext:
     store_dir: Path  # content-addressed backbone store, shared by runs
     device: str = "cpu"
     tasks: dict[str, Task] = field(default_factory=dict)
+    # fold -> the store key of its backbone, fixed from the experiment as planned, before a
+    # stage's tuned hyperparameters (e.g. a noise range) are applied to ``exp``
+    store_keys: dict[int, str] = field(default_factory=dict)
     # Ray Train hooks (identity in a single process): shard loaders, sync gradients.
     prepare_model: Callable[[Any], Any] = field(default=lambda m: m)
     prepare_loader: Callable[[Any], Any] = field(default=lambda dl: dl)
@@ -79,7 +86,7 @@ def _sort_key(v: Any) -> tuple[int, Any]:
 
 
 def denoise_task() -> Task:
-    return Task(name="denoise", kind="denoise", head="denoise", loss="mse")
+    return DENOISE
 
 
 def make_dataset(ctx: StageContext, positions: np.ndarray, tasks: list[Task], train: bool):
@@ -117,78 +124,113 @@ def make_loader(ds, batch_size: int, shuffle: bool, seed: int, workers: int) -> 
 
 
 # ----------------------------------------------------------------------------- models
-def backbone_args(exp: Experiment) -> dict[str, Any]:
-    return {"preset": exp.backbone.preset, "width": exp.backbone.width, **exp.backbone.kwargs}
+def backbone_spec(exp: Experiment) -> BackboneSpec:
+    b = exp.backbone
+    return BackboneSpec(name=b.name, preset=b.preset, width=b.width, kwargs=dict(b.kwargs))
 
 
-def build_stage_model(ctx: StageContext, stage: Stage, tasks: list[Task],
-                      hparams: dict[str, Any]) -> MultiTaskModel:
-    from umsrep.models import build_backbone, build_head
+def stage_spec(exp: Experiment, stage: Stage, tasks: list[Task]) -> ModelSpec:
+    """The network ``stage`` trains for ``tasks`` (what its ``model.json`` stores)."""
+    baseline = stage.kind == "baseline"
+    return ModelSpec(
+        backbone=backbone_spec(exp), tasks=tuple(tasks), image_size=exp.data.image_size,
+        baseline_arch=exp.baseline.arch if baseline else None,
+        # a separate denoiser feeds the baseline models that wait for it (``build_plan``)
+        denoised_input=bool(baseline and stage.deps and exp.baseline.denoiser),
+    )
 
-    exp = ctx.exp
-    backbone = build_backbone(exp.backbone.name, **backbone_args(exp))
-    heads = {}
-    for t in tasks:
-        kw = dict(t.head_kwargs)
-        if "dropout" in hparams and t.kind == "classification":
-            kw["dropout"] = hparams["dropout"]
-        heads[t.name] = build_head(t.head, backbone, num_classes=t.num_classes,
-                                   preset=exp.backbone.preset, width=exp.backbone.width, **kw)
-    model = MultiTaskModel(backbone, heads)
-    if stage.kind == "head" and exp.backbone.pretrain != "none":
+
+def build_stage_model(ctx: StageContext, stage: Stage, tasks: list[Task]) -> MultiTaskModel:
+    """The stage's network: heads start from the stored backbone (pretraining), a baseline's
+    denoiser is the stored one; everything else from the seeded initialization."""
+    model = build_model(stage_spec(ctx.exp, stage, tasks))
+    if stage.kind == "head" and ctx.exp.backbone.pretrain != "none":
         load_pretrained(ctx, model, stage)
+    if isinstance(model, DenoisedInput):
+        model.denoiser.load_state_dict(stored_backbone(ctx, stage.fold)[0])
     return model
+
+
+def stored_backbone(ctx: StageContext, fold: int) -> tuple[dict[str, torch.Tensor], str]:
+    """The fold's stored network (``backbone.*`` and ``heads.<task>.*`` weights) and the name
+    of the task it was pretrained on."""
+    store = ctx.store_dir / backbone_store_key(ctx, fold)
+    folder = store / "checkpoint"
+    if (folder / "model.pt").is_file():
+        state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+        return state, (read_json(folder / "model.json") or {})["tasks"][0]["name"]
+    # a store folder of the first umsrep versions: model.pt beside checkpoint/
+    old = torch.load(store / "model.pt", weights_only=True, map_location="cpu")
+    state = {f"backbone.{k}": v for k, v in old["backbone"].items()}
+    state |= {f"heads.{old['task']}.{k}": v for k, v in old.get("head", {}).items()}
+    return state, old["task"]
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_pretrained(ctx: StageContext, model: MultiTaskModel, stage: Stage) -> None:
     """Load the fold's stored backbone; heads that match the pretraining head start from it."""
-    key = backbone_store_key(ctx, stage.fold)
-    state = torch.load(ctx.store_dir / key / "model.pt", weights_only=True, map_location="cpu")
-    model.backbone.load_state_dict(state["backbone"])
-    pre_head = state.get("head", {})
+    state, task = stored_backbone(ctx, stage.fold)
+    model.backbone.load_state_dict(_part(state, "backbone."))
+    pre_head = _part(state, f"heads.{task}.")
     for name, head in model.heads.items():
         init = getattr(head, "init_from_pretrained", None)
         if callable(init) and pre_head:
             init(pre_head)
-        elif name == state.get("task") and pre_head:
+        elif name == task and pre_head:
             head.load_state_dict(pre_head)
 
 
 def backbone_store_key(ctx: StageContext, fold: int) -> str:
     from umsrep.runner.plan import backbone_key
 
-    return backbone_key(ctx.exp, fold, ctx.data.pool_digest(fold))
+    if fold not in ctx.store_keys:
+        ctx.store_keys[fold] = backbone_key(ctx.exp, fold, ctx.data.pool_digest(fold))
+    return ctx.store_keys[fold]
+
+
+def with_hyperparameters(ctx: StageContext, stage: Stage,
+                         params: dict[str, Any] | None) -> StageContext:
+    """The context ``stage`` runs in: the experiment with its tuned hyperparameters applied
+    (``apply_hyperparameters``) and the tasks built from it; the fold's backbone key is fixed
+    first, from the experiment as planned."""
+    from umsrep.runner.hyperparameters import apply_hyperparameters
+
+    if not params:
+        return ctx
+    keys = dict(ctx.store_keys)
+    if ctx.exp.backbone.pretrain != "none":
+        keys[stage.fold] = backbone_store_key(ctx, stage.fold)
+    exp = apply_hyperparameters(ctx.exp, params)
+    return replace(ctx, exp=exp, tasks=build_tasks(exp, ctx.data.index), store_keys=keys)
 
 
 # ----------------------------------------------------------------------------- running
-def train_config(exp: Experiment, settings, hparams: dict[str, Any], device: str, seed: int):
+def train_config(settings, device: str, seed: int):
+    """The loop's ``TrainConfig`` from a stage's ``TrainSettings``."""
     from umsrep.train.loop import TrainConfig
 
-    s = {k: getattr(settings, k) for k in settings.__dataclass_fields__}
-    for k in ("lr", "batch_size", "optimizer", "weight_decay", "epochs"):
-        if k in hparams:
-            s[k] = hparams[k]
+    s = settings
     return TrainConfig(
-        epochs=int(s["epochs"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
-        optimizer=s["optimizer"], weight_decay=float(s["weight_decay"]),
-        patience=s["patience"], plateau_patience=s["plateau_patience"],
-        plateau_factor=s["plateau_factor"], max_steps_per_epoch=s["max_steps_per_epoch"],
-        device=device, precision=s["precision"], channels_last=s["channels_last"],
-        val_every=s["val_every"], seed=seed,
-        monitor="val/score" if s["monitor"] == "score" else "val/loss",
-        mode="max" if s["monitor"] == "score" else "min",
-        restore_best=s.get("checkpoint", "best") == "best",  # train.checkpoint: best | last
+        epochs=int(s.epochs), batch_size=int(s.batch_size), lr=float(s.lr),
+        optimizer=s.optimizer, weight_decay=float(s.weight_decay),
+        patience=s.patience, plateau_patience=s.plateau_patience,
+        plateau_factor=s.plateau_factor, max_steps_per_epoch=s.max_steps_per_epoch,
+        device=device, precision=s.precision, channels_last=s.channels_last,
+        val_every=s.val_every, seed=seed,
+        monitor="val/score" if s.monitor == "score" else "val/loss",
+        mode="max" if s.monitor == "score" else "min",
+        restore_best=s.checkpoint == "best",  # train.checkpoint: best | last
     )
 
 
-def noise_config(exp: Experiment, hparams: dict[str, Any]):
+def noise_config(exp: Experiment):
     from umsrep.noise import NoiseConfig
 
     n = exp.backbone.noise
-    sigmas = list(n.sigmas)
-    if "noise_sigma_max" in hparams:
-        sigmas = [s for s in sigmas if s <= hparams["noise_sigma_max"]] or sigmas[:1]
-    return NoiseConfig(kinds=tuple(n.kinds), sigmas=tuple(sigmas), per_image=n.per_image)
+    return NoiseConfig(kinds=tuple(n.kinds), sigmas=tuple(n.sigmas), per_image=n.per_image)
 
 
 ReportFn = Callable[[int, dict[str, float], Path | None], None]
@@ -197,13 +239,16 @@ ReportFn = Callable[[int, dict[str, float], Path | None], None]
 def run_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any] | None = None, *,
               report: ReportFn | None = None, resume_from: Path | None = None,
               out_dir: Path | None = None, rank: int = 0) -> dict[str, Any]:
-    """Train and evaluate one stage; returns (and, on rank 0, writes) its result dict."""
+    """Train and evaluate one stage; returns (and, on rank 0, writes) its result dict.
+
+    ``hparams``: a sweep's tuned hyperparameters for this stage, applied to the experiment
+    here, once (``with_hyperparameters``)."""
     from umsrep.runner.execute import execute_stage
 
-    hparams = dict(hparams or {})
+    ctx = with_hyperparameters(ctx, stage, hparams)
     out = out_dir or ctx.run_dir / "stages" / stage.id
     t0 = time.perf_counter()
-    result, metrics, preds = execute_stage(ctx, stage, hparams, report=report,
+    result, metrics, preds = execute_stage(ctx, stage, report=report,
                                            resume_from=resume_from, out_dir=out, rank=rank)
     result.setdefault("total_s", time.perf_counter() - t0)
     if rank == 0:

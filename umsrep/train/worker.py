@@ -190,6 +190,7 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
                 os._exit(1)
         payload = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
+        payload["stage"] = stage.id  # which stage of a pack reported (MLflow runs per stage)
         ckpt = None
         if rank == 0 and ckpt_dir is not None:
             (Path(ckpt_dir) / STAGE_MARKER).write_text(stage.id)

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from umsrep.data.importers._base import Candidate, Candidates, check_all, write_merged_mask
+from umsrep.data.importers._base import (
+    IMPORTERS,
+    Candidate,
+    Candidates,
+    check_all,
+    write_merged_mask,
+)
 from umsrep.data.manifest import load_manifest, save_manifest
-from umsrep.registry import Registry
 
 log = logging.getLogger(__name__)
-
-IMPORTERS: Registry = Registry(
-    "importer",
-    "Dataset importers: fn(root: Path, **options) -> Candidates (rows to check, label "
-    "columns, entries already quarantined). Registered by dataset name.",
-)
 
 
 @dataclass
@@ -115,7 +114,8 @@ def run_import(name: str, root: str | Path, out: str | Path, **options) -> Impor
     return ImportReport(load_manifest(manifest_path), quarantine, manifest_path, quarantine_path)
 
 
-# Register the built-in importers (each module decorates its function with IMPORTERS.register).
+# Register the built-in importers (each module decorates its function with IMPORTERS.register;
+# the registry lives in _base, so they do not import this package back).
 from umsrep.data.importers import generic, jsrt, kermany, montgomery, rsna, shenzhen  # noqa: E402, F401
 
 __all__ = ["IMPORTERS", "Candidate", "Candidates", "ImportReport", "run_import"]

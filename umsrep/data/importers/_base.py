@@ -18,8 +18,15 @@ import cv2
 import numpy as np
 
 from umsrep.data.io import ImageDecodeError, binarize_mask, read_image
+from umsrep.registry import Registry
 
 log = logging.getLogger(__name__)
+
+IMPORTERS: Registry = Registry(
+    "importer",
+    "Dataset importers: fn(root: Path, **options) -> Candidates (rows to check, label "
+    "columns, entries already quarantined). Registered by dataset name.",
+)
 
 _PARALLEL_MIN_ROWS = 64
 

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from umsrep.data.importers import IMPORTERS
-from umsrep.data.importers._base import Candidate, Candidates
+from umsrep.data.importers._base import IMPORTERS, Candidate, Candidates
 from umsrep.data.manifest import SPLITS
 
 _FIXED = ("image_path", "mask_path", "patient_id", "sample_id", "split")

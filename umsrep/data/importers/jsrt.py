@@ -14,8 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from umsrep.data.importers import IMPORTERS
-from umsrep.data.importers._base import Candidate, Candidates
+from umsrep.data.importers._base import IMPORTERS, Candidate, Candidates
 from umsrep.data.importers._layout import find_dir
 
 _NAME = re.compile(r"^JPC(LN|NN)\d{3}$")

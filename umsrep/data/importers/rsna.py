@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from umsrep.data.importers import IMPORTERS
-from umsrep.data.importers._base import Candidate, Candidates
+from umsrep.data.importers._base import IMPORTERS, Candidate, Candidates
 from umsrep.data.importers._layout import find_dir
 
 log = logging.getLogger(__name__)
