@@ -24,9 +24,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, default=None, help="GPUs per machine to use (local)")
     p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers per stage")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    add_mlflow_argument(p)
     p.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one experiment setting (repeatable), e.g. "
                         "--set search.num_samples=8 --set folds.k=5")
+
+
+def add_mlflow_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mlflow", metavar="URI", default=None,
+                   help="log every stage and sweep trial to MLflow at this tracking URI, e.g. "
+                        "file:./mlruns (sets tracking.mlflow; needs pip install -e \".[tracking]\")")
 
 
 def smoke_overrides(exp_folds_k: int) -> dict:
@@ -37,6 +44,7 @@ def smoke_overrides(exp_folds_k: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from sweeps.run import run_experiment  # imports Ray only when it runs the experiment
+    from sweeps.tracking import require_mlflow
     from umsrep.config import parse_set_options
     from umsrep.experiment import load_experiment, read_experiment_file
     from umsrep.runner.resume import check_resumable
@@ -51,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
         overrides |= {"resources.use_gpu": True}
     if args.num_workers:
         overrides["resources.num_workers"] = args.num_workers
+    if args.mlflow:
+        overrides["tracking.mlflow"] = args.mlflow
     overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
+    require_mlflow(exp.tracking.mlflow)
     if args.resume is not None:
         check_resumable(args.resume)
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, address=args.address,

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweeps.tracking import describe, open_tracking
 from umsrep.config import to_dict
 from umsrep.experiment import Experiment, ParamSpace
 from umsrep.runner.local import PreparedRun
@@ -142,6 +143,7 @@ class RayDriver:
         self.run_dir = run.run_dir
         self.hparams_path = self.run_dir / "hparams.json"
         self.hparams: dict[str, dict[str, Any]] = read_json(self.hparams_path) or {}
+        self.tracking = open_tracking(exp, self.run_dir)  # MLflow (sweeps/tracking.py) or None
 
     def setup(self) -> dict[str, Any]:
         return {
@@ -152,6 +154,20 @@ class RayDriver:
             "hparams": {s.id: self.hparams.get(template_of(s), {}) for s in self.run.plan.stages},
             "fault_injection": self.fault_injection,
         }
+
+    def stage_hparams(self, stages: list[Stage]) -> dict[str, dict[str, Any]]:
+        """Each stage's swept values (its template's best configuration; empty when unswept)."""
+        return {s.id: self.hparams.get(template_of(s), {}) for s in stages}
+
+    def tracking_callbacks(self, stages: list[Stage], sweep: str | None = None) -> list:
+        """The MLflow Tune callback of a wave (or of ``sweep``), when tracking is on."""
+        if self.tracking is None:
+            return []
+        from sweeps.tracking_tune import StageMLflowCallback
+
+        described = describe(self.exp, stages, self.run_dir, self.stage_hparams(stages))
+        return [StageMLflowCallback(self.tracking, described, sweep=sweep,
+                                    reserved=(*RESERVED, "setup"))]
 
     def concurrency(self) -> int:
         import ray
@@ -197,6 +213,8 @@ class RayDriver:
             pending = [s for s in pending if not self.reuse_stored(s)]
             if pending:
                 self.run_wave(i, pending)
+            if self.tracking is not None:
+                self.tracking.finish_stages(self.exp, wave, self.stage_hparams(wave))
             compose_tables(self.run_dir, self.run.plan)
         self.score_ensembles()
         failed = [s.id for s in self.run.plan.stages
@@ -258,7 +276,7 @@ class RayDriver:
             tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency()),
             run_config=tune.RunConfig(name=f"wave{i}-{int(time.time())}",
                                       storage_path=str(self.run_dir / "ray_tune"),
-                                      verbose=1),
+                                      callbacks=self.tracking_callbacks(stages), verbose=1),
         )
         results = tuner.fit()
         release_leaked_placement_groups()
@@ -333,6 +351,7 @@ class RayDriver:
                                             max_concurrent_trials=self.concurrency()),
                 run_config=tune.RunConfig(name=f"sweep-{name}",
                                           storage_path=str(self.run_dir / "ray_tune"),
+                                          callbacks=self.tracking_callbacks([stage], name),
                                           verbose=1),
             )
         results = tuner.fit()

@@ -273,6 +273,26 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking for ``umsrep sweep`` and ``umsrep demo`` (``--mlflow URI`` sets it).
+
+    ``mlflow``: an MLflow tracking URI; ``file:./mlruns`` (a folder, relative to where the
+    command starts) needs nothing else running, a server's ``http://host:5000`` works too.
+    Every stage becomes one MLflow run (parameters; tags stage, fold, strategy, kind; each
+    validated epoch's metrics; the final ``final/<split>/<task>/<metric>``; its model folder as
+    the ``checkpoint`` artifact), every sweep trial one more, all in one MLflow experiment
+    named after the run folder; ``--resume`` keeps the run ids (``<run>/mlflow.json``).
+    Needs the tracking extra: ``pip install -e ".[tracking]"``. ``umsrep train`` ignores it.
+    """
+
+    mlflow: str | None = None
+
+    def validate(self, key: str) -> None:
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise ConfigError(f"{key}.mlflow", "an MLflow tracking URI, e.g. file:./mlruns")
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     data: DataConfig
@@ -288,6 +308,7 @@ class Experiment:
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (sweep, demo)
     rules: list[dict[str, Any]] = field(default_factory=list)  # derivable recommendation rules
     # published figures shown beside ours in the report: {task: {label: {metric: value}}}; a
     # label that is no strategy is a published anchor; "split" (str) names the split it is from
