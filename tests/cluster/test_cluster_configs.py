@@ -1,9 +1,13 @@
 """cluster/: the launcher YAML validates against Ray's own schema, the KubeRay manifests carry
-the fields KubeRay needs, and the job runtime env parses and keeps data out of the upload."""
+the fields KubeRay needs, every config turns Ray's token authentication on and keeps the job API
+off the network, and the job runtime env parses and keeps data out of the upload."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import yaml
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the dev extra")
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+AUTH_SECRET_KEY = "auth_token"  # the key KubeRay's authOptions.secretName expects
 RAY_MAJOR_MINOR = ".".join(ray.__version__.split(".")[:2])
 
 
@@ -57,6 +62,49 @@ def test_launcher_has_cpu_head_gpu_workers_shared_storage_and_project(launcher):
     assert launcher["file_mounts"]["/home/ray/umsrep"] == "."
 
 
+def _docker_env(run_options: list[str]) -> dict[str, str]:
+    """``-e NAME=VALUE`` / ``--env NAME=VALUE`` of docker run options, as docker reads them."""
+    tokens = [t for option in run_options for t in shlex.split(option)]
+    pairs = [b for a, b in itertools.pairwise(tokens) if a in ("-e", "--env")]
+    pairs += [t.split("=", 1)[1] for t in tokens if t.startswith("--env=")]
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
+def test_launcher_turns_token_auth_on_and_keeps_the_dashboard_local(launcher):
+    docker = launcher["docker"]
+    assert not {"head_run_options", "worker_run_options"} & docker.keys()  # one env for all
+    assert _docker_env(docker["run_options"]).get("RAY_AUTH_MODE") == "token"
+    # the token reaches every node at the container user's default path (~ is /home/ray)
+    mounts = launcher["file_mounts"]
+    assert Path(mounts["/home/ray/.ray/auth_token"]).expanduser() == (
+        Path.home() / ".ray" / "auth_token"
+    )
+    head = shlex.split(" ".join(launcher["head_start_ray_commands"]))
+    hosts = [t.split("=", 1)[1] for t in head if t.startswith("--dashboard-host=")]
+    assert hosts == ["127.0.0.1"]  # reached through `ray dashboard` (an SSH tunnel)
+    commands = launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]
+    assert not any("RAY_AUTH_MODE" in c for c in commands)  # nothing turns it back off
+
+
+def _check_ray_cluster_auth(spec: dict) -> None:
+    """Token auth on every Ray container, from the Secret authOptions names; no public head."""
+    auth = spec["authOptions"]
+    assert auth["mode"] == "token"
+    secret = auth["secretName"]
+    head = spec["headGroupSpec"]
+    assert head.get("serviceType") == "ClusterIP" and not head.get("enableIngress", False)
+    pods = [head["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        ray_container = pod["spec"]["containers"][0]  # KubeRay's Ray container is the first
+        env = {e["name"]: e for e in ray_container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", ray_container["name"]
+        ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret, "key": AUTH_SECRET_KEY}, ray_container["name"]
+    # the README's command creates that very Secret from the client's own token
+    readme = (CLUSTER / "README.md").read_text()
+    assert f"kubectl create secret generic {secret} --from-file={AUTH_SECRET_KEY}=" in readme
+
+
 def _check_ray_cluster_spec(spec: dict) -> None:
     assert _major_minor(spec["rayVersion"]) == RAY_MAJOR_MINOR
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -87,6 +135,7 @@ def test_raycluster_manifest():
         if "persistentVolumeClaim" in v
     }
     assert claims == {pvc["metadata"]["name"]}
+    _check_ray_cluster_auth(cluster["spec"])
 
 
 def test_rayjob_manifest():
@@ -99,6 +148,23 @@ def test_rayjob_manifest():
     _check_ray_cluster_spec(spec["rayClusterSpec"])
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["env_vars"]["RAY_CHDIR_TO_TRIAL_DIR"] == "0"
+    assert "RAY_AUTH_MODE" not in runtime_env["env_vars"]  # the job inherits the cluster's
+    _check_ray_cluster_auth(spec["rayClusterSpec"])
+
+
+@pytest.mark.parametrize("drop", ["head RAY_AUTH_TOKEN", "worker RAY_AUTH_MODE", "authOptions"])
+def test_auth_check_catches_a_missing_piece(drop):
+    cluster = _load_all(CLUSTER / "kuberay" / "raycluster.yaml")["RayCluster"]
+    spec = copy.deepcopy(cluster["spec"])
+    where, _, name = drop.partition(" ")
+    if where == "authOptions":
+        del spec["authOptions"]
+    else:
+        group = spec["headGroupSpec"] if where == "head" else spec["workerGroupSpecs"][0]
+        container = group["template"]["spec"]["containers"][0]
+        container["env"] = [e for e in container["env"] if e["name"] != name]
+    with pytest.raises((AssertionError, KeyError)):
+        _check_ray_cluster_auth(spec)
 
 
 def _excluded(excludes: list[str], path: str) -> bool:
