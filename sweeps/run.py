@@ -1,7 +1,8 @@
 """Entry point for ``ray job submit --working-dir . -- python -m sweeps.run sweeps/X.yaml``.
 
 Takes the same arguments as ``umsrep sweep``; inside a Ray job, ``ray.init()`` connects to the
-cluster that runs the job.
+cluster that runs the job. The submitting shell needs ``RAY_AUTH_MODE=token`` (the cluster's
+token authentication, cluster/README.md); the job inherits the cluster's token.
 """
 
 from __future__ import annotations
