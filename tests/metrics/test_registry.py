@@ -38,13 +38,18 @@ def test_each_metric_runs_on_its_input_kind(name: str) -> None:
     assert perfect == pytest.approx(1.0) or (name == "psnr" and perfect == float("inf"))
 
 
-def test_metrics_for_kind(caplog: pytest.LogCaptureFixture) -> None:
+def test_metrics_for_kind(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr("umsrep.metrics._MS_SSIM_SAID", set())  # as in a fresh process
     assert metrics_for_kind("classification") == ["accuracy", "f1", "mcc", "auc"]
     assert metrics_for_kind("segmentation") == ["iou", "dice", "pixel_accuracy"]
     assert metrics_for_kind("denoise", image_size=256) == ["psnr", "ssim", "ms_ssim"]
     with caplog.at_level(logging.INFO, logger="umsrep.metrics"):
         assert metrics_for_kind("denoise", image_size=64) == ["psnr", "ssim"]
     assert "176 px minimum" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="umsrep.metrics"):  # every epoch asks again
+        assert metrics_for_kind("denoise", image_size=64) == ["psnr", "ssim"]
+    assert "176 px minimum" not in caplog.text  # said once
     with pytest.raises(KeyError, match="known: classification, denoise, segmentation"):
         metrics_for_kind("detection")
     with pytest.raises(KeyError, match="unknown metric"):

@@ -35,6 +35,7 @@ from umsrep.metrics.segmentation import (
 from umsrep.registry import Registry
 
 logger = logging.getLogger(__name__)
+_MS_SSIM_SAID: set[int] = set()  # image sizes already logged by metrics_for_kind
 
 MetricFn = Callable[..., float]
 
@@ -90,7 +91,8 @@ def metrics_for_kind(kind: str, image_size: int | None = None) -> list[str]:
     """Metric names computed for a task kind (classification, segmentation, denoise).
 
     With ``image_size`` (px, the smaller side), ``ms_ssim`` is left out when the images are too
-    small for its default 5 scales (below 176 px), and an info line says so.
+    small for its default 5 scales (below 176 px), and an info line says so (once per process
+    and size: it is asked every validated epoch).
     """
     if kind not in KIND_METRICS:
         known = ", ".join(sorted(KIND_METRICS))
@@ -98,9 +100,11 @@ def metrics_for_kind(kind: str, image_size: int | None = None) -> list[str]:
     names = list(KIND_METRICS[kind])
     min_size = ms_ssim_min_size()
     if "ms_ssim" in names and image_size is not None and image_size < min_size:
-        logger.info(
-            "ms_ssim left out: %d px images are below its %d px minimum", image_size, min_size
-        )
+        if image_size not in _MS_SSIM_SAID:
+            _MS_SSIM_SAID.add(image_size)
+            logger.info(
+                "ms_ssim left out: %d px images are below its %d px minimum", image_size, min_size
+            )
         names.remove("ms_ssim")
     return names
 
