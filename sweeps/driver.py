@@ -169,6 +169,12 @@ class RayDriver:
         return [StageMLflowCallback(self.tracking, described, sweep=sweep,
                                     reserved=(*RESERVED, "setup"))]
 
+    def trial_resources(self) -> dict[str, float]:
+        """What one Tune trial (a TorchTrainer's driver) asks Ray for: ``cpus_per_trial`` and
+        the experiment's ``resources.trial_resources`` (e.g. a resource only the head has)."""
+        r = self.exp.resources
+        return {"cpu": r.cpus_per_trial, **r.trial_resources}
+
     def concurrency(self) -> int:
         import ray
 
@@ -249,6 +255,7 @@ class RayDriver:
     def run_wave(self, i: int, stages: list[Stage]) -> None:
         import ray
         from ray import tune
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from umsrep.train.worker import StageQueue
 
@@ -258,8 +265,12 @@ class RayDriver:
         if self.exp.resources.pack and len(stages) > n_packs:
             order = sorted(stages, key=expected_cost, reverse=True)  # longest first
             name = f"umsrep-queue-{ray.get_runtime_context().get_job_id()}-{i}-{time.time_ns()}"
-            queue = ray.remote(num_cpus=0)(StageQueue).options(name=name).remote(
-                [s.id for s in order])
+            # on this driver's node: the queue remembers which pack holds which stage, so it
+            # must outlive any worker node (a 0-CPU actor could otherwise land on one)
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                  soft=False)
+            queue = ray.remote(num_cpus=0)(StageQueue).options(
+                name=name, scheduling_strategy=here).remote([s.id for s in order])
             space = {"pack": tune.grid_search(list(range(n_packs))), "queue": name, "wave": i,
                      "pack_size": len(stages), "threads": self.threads(n_packs),
                      "setup": self.setup()}
@@ -271,7 +282,7 @@ class RayDriver:
         print(f"[umsrep] wave {i}: {n_packs} Train run(s) at once, "
               f"{space['threads']} torch thread(s) per worker", flush=True)
         tuner = tune.Tuner(
-            tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial}),
+            tune.with_resources(stage_trial, self.trial_resources()),
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency()),
             run_config=tune.RunConfig(name=f"wave{i}-{int(time.time())}",
@@ -337,7 +348,7 @@ class RayDriver:
             scheduler = ASHAScheduler(time_attr="epoch", metric=objectives[0], mode=modes[0],
                                       max_t=max(epochs, 1),
                                       grace_period=min(search.grace_period, max(epochs, 1)))
-        trainable = tune.with_resources(stage_trial, {"cpu": self.exp.resources.cpus_per_trial})
+        trainable = tune.with_resources(stage_trial, self.trial_resources())
         path = self.run_dir / "ray_tune" / f"sweep-{name}"
         if tune.Tuner.can_restore(str(path)):
             print(f"[umsrep] sweep {name}: resuming {path}", flush=True)

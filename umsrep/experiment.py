@@ -261,10 +261,21 @@ class ResourcesConfig:
     # at once, each pulling the next stage from a queue (one worker start-up per run, not per
     # stage); false: one TorchTrainer per stage
     pack: bool = True
+    # custom Ray resources each Tune trial (the driver of one TorchTrainer) asks for besides
+    # cpus_per_trial, e.g. {umsrep_driver: 0.01} with `ray start --head --resources=
+    # '{"umsrep_driver": 100}'`: the drivers stay on the head, so a lost worker node takes only
+    # Train workers with it and Ray Train restarts them elsewhere (cluster/README.md)
+    trial_resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         if self.num_workers < 1:
             raise ConfigError(f"{key}.num_workers", "at least 1 Ray Train worker")
+        for name, amount in self.trial_resources.items():
+            if name.upper() in ("CPU", "GPU", "MEMORY"):
+                raise ConfigError(f"{key}.trial_resources.{name}",
+                                  "custom resources only; a trial's CPUs are cpus_per_trial")
+            if amount <= 0:
+                raise ConfigError(f"{key}.trial_resources.{name}", "must be above 0")
         if self.use_gpu and self.gpus_per_worker < 1 and self.num_workers > 1:
             raise ConfigError(
                 f"{key}.gpus_per_worker",

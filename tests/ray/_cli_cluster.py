@@ -35,8 +35,12 @@ def cluster_pids(port: int) -> set[int]:
     Another Ray session on the machine (a sweep a user is running) is left alone: killing
     every new "ray" process, as a test once did, killed that sweep's Train workers."""
     procs = _processes()
-    pids = {pid for pid, (_, cmd) in procs.items() if "ray" in cmd and f"{port}" in cmd
-            and pid != os.getpid()}
+    return _with_descendants({pid for pid, (_, cmd) in procs.items()
+                              if "ray" in cmd and f"{port}" in cmd and pid != os.getpid()}, procs)
+
+
+def _with_descendants(pids: set[int], procs: dict[int, tuple[int, str]]) -> set[int]:
+    pids = set(pids)
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in procs.items() if ppid in pids} - pids
@@ -72,6 +76,34 @@ def start_head(port: int, dashboard: int, env: dict[str, str], *extra: str,
          "--num-gpus=0", "--disable-usage-stats", *extra],
         capture_output=True, text=True, timeout=180, env=env,
     )
+
+
+def start_worker(port: int, agent_port: int, env: dict[str, str], *extra: str,
+                 num_cpus: int = 1) -> subprocess.CompletedProcess:
+    """``ray start --address`` of one more node joining the head at ``port``, on 127.0.0.1
+    too: every node of the machine needs a dashboard agent port of its own (``agent_port``);
+    Ray picks the other ports."""
+    return subprocess.run(
+        [RAY_CLI, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+         f"--dashboard-agent-listen-port={agent_port}", f"--num-cpus={num_cpus}",
+         "--num-gpus=0", "--disable-usage-stats", *extra],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+
+
+def kill_node(node_id: str) -> set[int]:
+    """SIGKILL one node of a cluster on this machine, as a lost machine: its raylet and agents
+    (they name the node's id) and all their descendants (the node's Ray workers), at once.
+    ``ray stop`` would stop every node of the machine."""
+    procs = _processes()
+    pids = _with_descendants({pid for pid, (_, cmd) in procs.items()
+                              if node_id in cmd and pid != os.getpid()}, procs)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 def job_submit(dashboard: int, entrypoint: list[str], env: dict[str, str], *options: str,

@@ -294,6 +294,20 @@ def test_robust_augmentation_and_keep_largest_load_and_reach_the_clean_up() -> N
     assert err.key == "data.augment"
 
 
+def test_trial_resources_reach_the_tune_trials_and_cpu_is_refused_there() -> None:
+    from sweeps.driver import RayDriver
+
+    sets = {"resources.trial_resources": {"umsrep_driver": 0.01}, "resources.cpus_per_trial": 0.5}
+    exp = load_experiment(data=base_config(), overrides=sets)
+    driver = RayDriver.__new__(RayDriver)  # no run folder needed for what a trial asks for
+    driver.exp = exp
+    assert driver.trial_resources() == {"cpu": 0.5, "umsrep_driver": 0.01}
+    err = refused(base_config(), overrides={"resources.trial_resources": {"CPU": 1}})
+    assert err.key == "resources.trial_resources.CPU" and "cpus_per_trial" in str(err)
+    err = refused(base_config(), overrides={"resources.trial_resources": {"head": 0}})
+    assert err.key == "resources.trial_resources.head"
+
+
 @pytest.mark.parametrize("uri", ["s3://bucket/runs", "gs://bucket/runs"])
 def test_object_store_output_is_refused_at_start(uri: str) -> None:
     import subprocess

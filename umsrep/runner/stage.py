@@ -238,11 +238,13 @@ ReportFn = Callable[[int, dict[str, float], Path | None], None]
 
 def run_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any] | None = None, *,
               report: ReportFn | None = None, resume_from: Path | None = None,
-              out_dir: Path | None = None, rank: int = 0) -> dict[str, Any]:
+              out_dir: Path | None = None, rank: int = 0,
+              record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one stage; returns (and, on rank 0, writes) its result dict.
 
     ``hparams``: a sweep's tuned hyperparameters for this stage, applied to the experiment
-    here, once (``with_hyperparameters``)."""
+    here, once (``with_hyperparameters``). ``record``: more fields for ``result.json`` (the
+    Ray Train worker adds the node that trained the stage)."""
     from umsrep.runner.execute import execute_stage
 
     ctx = with_hyperparameters(ctx, stage, hparams)
@@ -251,6 +253,7 @@ def run_stage(ctx: StageContext, stage: Stage, hparams: dict[str, Any] | None = 
     result, metrics, preds = execute_stage(ctx, stage, report=report,
                                            resume_from=resume_from, out_dir=out, rank=rank)
     result.setdefault("total_s", time.perf_counter() - t0)
+    result |= record or {}
     if rank == 0:
         write_stage_outputs(out, result, metrics, preds)
     return result

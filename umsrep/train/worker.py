@@ -17,10 +17,12 @@ gradients are averaged across ranks as they are accumulated (Gloo on CPU, NCCL o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ from umsrep.train.hooks import val_score
 log = logging.getLogger(__name__)
 
 STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belongs to
+# in a stage folder, one JSON line per event of rank 0: "start" (each time a worker group takes
+# the stage up: first, after a lost worker or node, after a driver restart) and "epoch" (each
+# reported epoch), with the Ray node and the wall time: which node trained which epochs
+ATTEMPTS = "attempts.jsonl"
 
 
 class StageQueue:
@@ -181,6 +187,10 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
 
     scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
     fault = config.get("fault_injection") or {}
+    node = where_am_i()
+    if rank == 0:
+        record_attempt(out_dir, {"event": "start", "resumed": resume_from is not None,
+                                 "pack": config.get("pack"), **node})
 
     def report(epoch: int, metrics: dict[str, float], ckpt_dir: Path | None) -> None:
         if fault.get("stage") == stage.id and fault.get("epoch") == epoch:
@@ -188,6 +198,8 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
             if not marker.exists():  # crash this worker once, as a lost node would
                 marker.write_text(f"killed {stage.id} at epoch {epoch}")
                 os._exit(1)
+        if rank == 0:
+            record_attempt(out_dir, {"event": "epoch", "epoch": epoch, **node})
         payload = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
         payload["stage"] = stage.id  # which stage of a pack reported (MLflow runs per stage)
@@ -200,7 +212,22 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
     hparams = (config.get("hparams") or {}).get(stage.id, {}) if "queue" in config \
         else config.get("hparams") or {}
     run_stage(ctx, stage, hparams, report=report, resume_from=resume_from, out_dir=out_dir,
-              rank=rank)
+              rank=rank, record=node)
+
+
+def where_am_i() -> dict[str, str]:
+    """The Ray node this worker runs on: its id (as Ray's state API lists it) and IP."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address()}
+
+
+def record_attempt(out_dir: Path, event: dict[str, Any]) -> None:
+    """Append one event to the stage folder's ``attempts.jsonl`` (see ``ATTEMPTS``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ATTEMPTS, "a") as f:
+        f.write(json.dumps({"time": time.time(), **event}) + "\n")
 
 
 def _denoise():
