@@ -1,5 +1,6 @@
 """End to end as on a cluster: ``ray start --head`` on 127.0.0.1, then ``ray job submit`` of the
-smoke experiment through ``python -m sweeps.run``, with the project's runtime_env."""
+smoke experiment through ``python -m sweeps.run``, with the project's runtime_env and token
+authentication on: the same job API refuses a submission without the token or with another."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PORT, DASHBOARD = 6391, 8291
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
@@ -32,6 +34,17 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
     start = start_head(PORT, DASHBOARD, env)
     try:
         assert start.returncode == 0, start.stderr[-2000:]
+        # ShadowRay (CVE-2023-48022): the job API runs code for whoever reaches it; this
+        # cluster refuses a submission without its token (the issue's symptom: a shell that
+        # never set RAY_AUTH_MODE sends none) and one with another token
+        no_auth = {k: v for k, v in env.items() if k not in AUTH_VARS}
+        for refused_env, status in ((no_auth, "Unauthorized"),
+                                    ({**env, "RAY_AUTH_TOKEN": "0" * 64}, "Forbidden")):
+            refused = job_submit(DASHBOARD, ["python", "-c", "print('refused-job-ran')"],
+                                 refused_env, timeout=120)
+            said = refused.stdout + refused.stderr
+            assert refused.returncode != 0 and status in said, said[-3000:]
+            assert "refused-job-ran" not in said
         job = job_submit(
             DASHBOARD,
             ["python", "-m", "sweeps.run", str(cfg), "--smoke-test", "--output", str(out),
