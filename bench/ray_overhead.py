@@ -70,7 +70,7 @@ def under_ray(run, exp, poll: str) -> tuple[tuple[float, float], float]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from umsrep.train.worker import train_loop_per_worker
+    from sweeps.worker import train_loop_per_worker
 
     ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0",

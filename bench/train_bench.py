@@ -143,7 +143,7 @@ def ray_stage(run, exp, threads: int) -> tuple[dict[str, float], float]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from umsrep.train.worker import train_loop_per_worker
+    from sweeps.worker import train_loop_per_worker
 
     stage = run.plan.by_id()["f0-joint"]
     out = run.run_dir / "ray"

@@ -52,7 +52,7 @@ def stage_trial(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from umsrep.train.worker import train_loop_per_worker
+    from sweeps.worker import train_loop_per_worker
 
     setup = config["setup"]
     res = setup["resources"]
@@ -135,6 +135,25 @@ def _stage_args(d: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- driver
+class StageQueue:
+    """Hands out a wave's stages to packs (a Ray actor: ``ray.remote(StageQueue)``).
+
+    ``get(pack, k)`` is pack ``pack``'s k-th stage id (None when the queue is empty): the first
+    call for a k takes the next pending stage, later calls (other ranks, a restarted worker)
+    get the same answer.
+    """
+
+    def __init__(self, stage_ids: list[str]) -> None:
+        self.pending = list(stage_ids)
+        self.given: dict[int, list[str]] = {}
+
+    def get(self, pack: int, k: int) -> str | None:
+        seq = self.given.setdefault(int(pack), [])
+        while len(seq) <= k and self.pending:
+            seq.append(self.pending.pop(0))
+        return seq[k] if k < len(seq) else None
+
+
 class RayDriver:
     def __init__(self, run: PreparedRun, exp: Experiment,
                  fault_injection: dict[str, Any] | None = None) -> None:
@@ -256,8 +275,6 @@ class RayDriver:
         import ray
         from ray import tune
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        from umsrep.train.worker import StageQueue
 
         t0 = time.perf_counter()
         n_packs = min(self.concurrency(), len(stages))

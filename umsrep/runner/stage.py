@@ -3,7 +3,7 @@
 A stage folder (``<run>/stages/<stage id>/``) holds ``result.json`` (status, wall_s, epochs,
 trainable_params per part), ``metrics.parquet``, ``predictions.parquet`` and ``checkpoint/``
 (``model.pt`` + ``model.json``: what ``umsrep predict`` loads). Ray Train calls ``run_stage`` in
-each worker (``umsrep/train/worker.py``); ``umsrep train`` calls it directly.
+each worker (``sweeps/worker.py``); ``umsrep train`` calls it directly.
 
 Every stage's network is built by ``umsrep.models.build_model`` from its ``ModelSpec``
 (``stage_spec``), the spec its ``model.json`` stores. A backbone store folder

@@ -1,13 +1,14 @@
 """The Ray Train per-worker function: runs stages (``umsrep.runner.stage.run_stage``).
 
-This is the only place in the library that talks to Ray Train. Each epoch the loop reports its
+The adapter between Ray Train and the runner, above both (``umsrep/`` never imports it): the
+only place that talks to Ray Train from inside a worker. Each epoch the loop reports its
 validation metrics; rank 0 attaches a checkpoint (tagged with its stage id), so a restarted
 worker (``FailureConfig``) or a re-created trainer with the same ``RunConfig(name,
 storage_path)`` resumes from the last epoch.
 
 A Train run does one stage (``config["stage"]``: sweep trials, ``resources.pack: false``) or a
 *pack*: it asks the wave's ``StageQueue`` actor for its k-th stage, k = 0, 1, ..., until the
-queue is empty, so the worker group starts once for many stages and the fastest run takes the
+queue is empty (``sweeps.driver.StageQueue``), so the worker group starts once for many stages and the fastest run takes the
 next stage (dynamic load balancing). Every rank walks the same sequence (the queue remembers
 what it gave each pack); after a restart, stages already done are skipped and the one in
 flight resumes from the checkpoint that names it.
@@ -39,23 +40,6 @@ STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belo
 ATTEMPTS = "attempts.jsonl"
 
 
-class StageQueue:
-    """Hands out a wave's stages to packs (a Ray actor: ``ray.remote(StageQueue)``).
-
-    ``get(pack, k)`` is pack ``pack``'s k-th stage id (None when the queue is empty): the first
-    call for a k takes the next pending stage, later calls (other ranks, a restarted worker)
-    get the same answer.
-    """
-
-    def __init__(self, stage_ids: list[str]) -> None:
-        self.pending = list(stage_ids)
-        self.given: dict[int, list[str]] = {}
-
-    def get(self, pack: int, k: int) -> str | None:
-        seq = self.given.setdefault(int(pack), [])
-        while len(seq) <= k and self.pending:
-            seq.append(self.pending.pop(0))
-        return seq[k] if k < len(seq) else None
 
 
 def sync_gradients(model: torch.nn.Module, world_size: int) -> None:

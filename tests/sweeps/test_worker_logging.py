@@ -10,7 +10,7 @@ import pytest
 def test_ray_train_per_report_lines_are_dropped_but_warnings_kept(caplog):
     ctx = pytest.importorskip("ray.train.v2._internal.execution.context")
     storage = pytest.importorskip("ray.train.v2._internal.execution.storage")
-    from umsrep.train.worker import quiet_ray_train_logs
+    from sweeps.worker import quiet_ray_train_logs
 
     quiet_ray_train_logs()
     quiet_ray_train_logs()  # idempotent: one filter per logger
