@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.tracking import describe, open_tracking
-from umsrep.config import to_dict
+from umsrep.config import flatten, to_dict
 from umsrep.experiment import Experiment, ParamSpace
 from umsrep.runner.local import PreparedRun
 from umsrep.runner.plan import Stage
@@ -116,18 +116,6 @@ def expected_cost(stage: Stage) -> float:
     if stage.kind == "baseline":
         return 3.0
     return 2.0 if stage.strategy != "independent" else 1.0
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"weight": {"lung": 1}}`` -> ``{"weight/lung": 1}`` (Optuna unflattens '/' keys)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flatten(v, f"{key}/")
-        else:
-            out[key] = v
-    return out
 
 
 def _stage_args(d: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from umsrep.config import UserError, to_dict
+from umsrep.config import UserError, flatten, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,10 @@ def leaf_names(metrics: dict[str, float]) -> dict[str, float]:
     return {f"{k}/total" if k in folders else k: v for k, v in metrics.items()}
 
 
-def flat_params(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, str]:
+def flat_params(d: dict[str, Any], sep: str = ".") -> dict[str, str]:
     """MLflow parameters: nested keys joined by ``sep``, values as text."""
-    out: dict[str, str] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= flat_params(value, f"{name}{sep}", sep)
-        else:
-            out[metric_name(name)] = str(value)[:6000]  # MLflow's limit for a value
-    return out
+    # 6000: MLflow's limit for a parameter value
+    return {metric_name(k): str(v)[:6000] for k, v in flatten(d, sep=sep).items()}
 
 
 def stage_params(exp, stage, hparams: dict[str, Any]) -> dict[str, str]:

@@ -151,6 +151,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def flatten(d: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """Nested keys joined by ``sep``: ``{"weight": {"lung": 1}}`` -> ``{"weight/lung": 1}``
+    (Optuna's search space and MLflow's parameter names both take flat keys)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, f"{key}{sep}", sep)
+        else:
+            out[key] = v
+    return out
+
+
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     """``["search.num_samples=8", "data.fit=pad"]`` -> ``{"search.num_samples": 8, ...}``.
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -54,10 +55,8 @@ def stop_cluster(port: int) -> None:
     the machine, a user's own sessions included)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in cluster_pids(port):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         time.sleep(3)
         if not cluster_pids(port):
             return
@@ -99,10 +98,8 @@ def kill_node(node_id: str) -> set[int]:
     pids = _with_descendants({pid for pid, (_, cmd) in procs.items()
                               if node_id in cmd and pid != os.getpid()}, procs)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return pids
 
 

@@ -90,7 +90,7 @@ def done(out: Path) -> dict[str, Path]:
             if json.loads(path.read_text()).get("status") == "done":
                 found[path.parent.name] = path
         except (OSError, json.JSONDecodeError):
-            pass
+            continue  # being written right now (atomic replace): read on the next poll
     return found
 
 
