@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from analysis.load import RunFolderError
 from analysis.report import ReportOptions, write_report
 from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD
@@ -88,8 +90,6 @@ def _read_json(path: Path) -> dict:
 
 
 def _config_paper_reference(run_dirs) -> dict | None:
-    import yaml
-
     for run_dir in run_dirs:
         cfg = Path(run_dir) / "config.yaml"
         if cfg.exists():

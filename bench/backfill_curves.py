@@ -5,7 +5,7 @@
 Each stage's ``train_state/last.pt`` keeps the loop's per-epoch history (validation metrics
 included) but not the time at each epoch; it is estimated by spreading the stage's ``wall_s``
 over its epochs in proportion to their training seconds (``epoch_s``), so validation time is
-shared out evenly. Runs made since record the real time (``umsrep/runner/execute.py``).
+shared out evenly. Runs made since record the real time (``umsrep/runner/outputs.py``).
 Then ``umsrep report RUN_DIR`` shows the time to the baseline's quality.
 """
 
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from umsrep.runner.execute import validation_curve  # noqa: E402
+from umsrep.runner.outputs import validation_curve  # noqa: E402
 from umsrep.schema import CURVES_COLUMNS  # noqa: E402
 
 

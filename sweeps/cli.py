@@ -6,7 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from umsrep.config import output_folder
+from sweeps.tracking import require_mlflow
+from umsrep.config import output_folder, parse_set_options
+from umsrep.experiment import load_experiment, read_experiment_file
+from umsrep.runner.resume import check_resumable
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,6 @@ def smoke_overrides(exp_folds_k: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweeps.run import run_experiment  # imports Ray only when it runs the experiment
-    from sweeps.tracking import require_mlflow
-    from umsrep.config import parse_set_options
-    from umsrep.experiment import load_experiment, read_experiment_file
-    from umsrep.runner.resume import check_resumable
-
     overrides: dict = {}
     if args.smoke_test:
         raw = read_experiment_file(args.config)  # with its base: file, as load_experiment reads it
@@ -66,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     require_mlflow(exp.tracking.mlflow)
     if args.resume is not None:
         check_resumable(args.resume)
+    from sweeps.driver import run_experiment  # lazy: Ray, once the experiment is checked
+
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, address=args.address,
                              num_gpus=args.gpus, report=not args.no_report)
     print(run_dir)

@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 
 from sweeps.cli import add_mlflow_argument
+from sweeps.tracking import require_mlflow
 from umsrep.config import output_folder
+from umsrep.experiment import load_experiment
+from umsrep.runner.resume import check_resumable
 
 DEMO = Path(__file__).resolve().parent / "demo.yaml"
 
@@ -19,11 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweeps.run import run_experiment  # imports Ray only when it runs the experiment
-    from sweeps.tracking import require_mlflow
-    from umsrep.experiment import load_experiment
-    from umsrep.runner.resume import check_resumable
-
     overrides = {}
     if args.gpus:
         overrides = {"resources.use_gpu": True, "resources.gpus_per_worker": 0.5,
@@ -34,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     require_mlflow(exp.tracking.mlflow)
     if args.resume is not None:
         check_resumable(args.resume)
+    from sweeps.driver import run_experiment  # lazy: Ray, once the experiment is checked
+
     run_dir = run_experiment(exp, output=args.output, resume=args.resume, num_gpus=args.gpus)
     report = run_dir / "report.html"
     print(f"demo finished: run folder {run_dir}")

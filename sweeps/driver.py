@@ -25,19 +25,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna.distributions as od
+import ray
+import ray.train
+import ray.tune
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+from ray.util.placement_group import PlacementGroup, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from sweeps.tracking import describe, open_tracking
+from sweeps.worker import train_loop_per_worker
 from umsrep.config import flatten, to_dict
 from umsrep.experiment import Experiment, ParamSpace
-from umsrep.runner.local import PreparedRun
+from umsrep.runner.ensemble import run_ensembles
+from umsrep.runner.local import PreparedRun, prepare_run
+from umsrep.runner.outputs import stage_done
 from umsrep.runner.plan import Stage
 from umsrep.runner.runfolder import compose_tables
-from umsrep.runner.stage import stage_done
+from umsrep.runner.stage import run_stage
 from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_json
 
 log = logging.getLogger(__name__)
 
-RESERVED = ("stage_id", "run_dir", "train_name", "out_dir", "pack", "queue", "wave",
-            "pack_size", "threads")
+# the keys of a trial's config that are no hyperparameter (the rest are a sweep's sample)
+RESERVED = ("stage_id", "pack", "queue", "wave", "pack_size", "threads", "out_dir")
 
 
 def template_of(stage: Stage) -> str:
@@ -45,48 +60,74 @@ def template_of(stage: Stage) -> str:
     return stage.id.split("-", 1)[1]
 
 
-# ----------------------------------------------------------------------------- trial function
-def stage_trial(config: dict[str, Any]) -> None:
-    """Tune function: launch one TorchTrainer for one stage; metrics flow back to Tune."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+# ----------------------------------------------------------------------------- entry
+def run_experiment(exp: Experiment, output: Path, resume: Path | None = None,
+                   address: str | None = None, num_gpus: int | None = None, report: bool = True,
+                   fault_injection: dict | None = None) -> Path:
+    """Run ``exp`` on Ray (a local session, or the cluster at ``address`` / RAY_ADDRESS) into a
+    new run folder under ``output`` (or finish ``resume``); then write its report."""
+    owned = not ray.is_initialized() and not address
+    init_ray(address, num_gpus=num_gpus)
+    device = "cuda" if exp.resources.use_gpu else "cpu"
+    run = prepare_run(exp, Path(output), resume=resume, device=device)
+    log.info("run folder: %s", run.run_dir)
+    try:
+        run_dir = RayDriver(run, exp, fault_injection=fault_injection).run_all()
+    finally:
+        if owned:
+            ray.shutdown()
+    if report:
+        write_report(run_dir, exp.paper_reference or None)
+    return run_dir
 
-    from sweeps.worker import train_loop_per_worker
 
-    setup = config["setup"]
-    res = setup["resources"]
-    common = {
-        "experiment": setup["experiment"], "run_dir": setup["run_dir"],
-        "store_dir": setup["store_dir"], "use_gpu": res["use_gpu"],
-        "threads": int(config.get("threads") or max(1, round(res["cpus_per_worker"]))),
-        "fault_injection": setup.get("fault_injection"),
-    }
-    if "pack" in config:  # a pack: stages from the wave's queue, each with its own hparams
-        train_name = f"wave{config['wave']}-pack{config['pack']}"
-        loop_config = {**common, "queue": config["queue"], "pack": config["pack"],
-                       "stages": setup["stages"], "hparams": setup.get("hparams", {})}
-    else:
-        hparams = flatten({k: v for k, v in config.items() if k not in RESERVED and k != "setup"})
-        hparams = {**setup.get("hparams", {}).get(config["stage_id"], {}), **hparams}
-        stage = setup["stages"][config["stage_id"]]
-        out_dir = config.get("out_dir") or str(Path(setup["run_dir"]) / "stages" / stage["id"])
-        train_name = stage["id"]
-        if config.get("out_dir") == "trial":  # a sweep trial: its own folder and Train run name
-            import ray.tune
+def write_report(run_dir: Path, paper_reference: dict | None = None) -> Path | None:
+    try:
+        from analysis.report import write_report as _write  # lazy: Plotly, for a report only
+    except ImportError as exc:  # the analysis package is optional for a sweep
+        log.warning("no report: %s", exc)
+        return None
+    out = run_dir / "report.html"
+    _write([run_dir], out, paper_reference=paper_reference)
+    log.info("report: %s", out)
+    return out
 
-            trial_id = ray.tune.get_context().get_trial_id()
-            template = template_of(Stage(**_stage_args(stage)))
-            out_dir = str(Path(setup["run_dir"]) / "tune" / template / "trials" / trial_id)
-            train_name = f"sweep-{template}-{trial_id}"
-        loop_config = {**common, "stage": stage, "hparams": hparams, "out_dir": out_dir}
+
+# ----------------------------------------------------------------------------- trials
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every trial of a run shares; given to the trial functions once, through the object
+    store (``tune.with_parameters``), so a trial's config holds only what differs between
+    trials (a stage id, a pack, a sweep's sample) and Tune's status table stays readable."""
+
+    experiment: dict[str, Any]
+    run_dir: str
+    store_dir: str
+    stages: dict[str, dict[str, Any]]  # stage id -> dataclasses.asdict(Stage)
+    resources: dict[str, Any]
+    hparams: dict[str, dict[str, Any]]  # stage id -> its template's best sweep values
+    fault_injection: dict[str, Any] | None = None  # tests: crash a Train worker once
+
+    def loop_config(self, threads: int | None) -> dict[str, Any]:
+        """What ``train_loop_per_worker`` needs for any stage of the run."""
+        res = self.resources
+        return {"experiment": self.experiment, "run_dir": self.run_dir,
+                "store_dir": self.store_dir, "use_gpu": res["use_gpu"],
+                "threads": int(threads or max(1, round(res["cpus_per_worker"]))),
+                "fault_injection": self.fault_injection}
+
+
+def make_trainer(setup: Setup, loop_config: dict[str, Any], name: str,
+                 stages: int = 1) -> TorchTrainer:
+    """The TorchTrainer of one trial: ``resources.num_workers`` workers running
+    ``train_loop_per_worker``, its checkpoints under ``<run>/ray_train/<name>``, its reports
+    forwarded to the Tune trial. ``stages``: how many stages it may train (a pack), each with
+    its own budget of lost workers."""
+    res = setup.resources
     resources = {"CPU": res["cpus_per_worker"]}
     if res["use_gpu"]:
         resources["GPU"] = res["gpus_per_worker"]
-    # each stage keeps its own budget of lost workers when it shares a Train run (a pack can
-    # take any number of the wave's stages)
-    max_failures = res["max_failures"] * int(config.get("pack_size", 1))
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -94,15 +135,44 @@ def stage_trial(config: dict[str, Any]) -> None:
             resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
-            name=train_name,
-            storage_path=str(Path(setup["run_dir"]) / "ray_train"),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+            name=name,
+            storage_path=str(Path(setup.run_dir) / "ray_train"),
+            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"] * stages,
                                                    controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
         ),
     )
-    trainer.fit()
+
+
+def stage_trial(config: dict[str, Any], setup: Setup) -> None:
+    """Tune function of a wave without packing: one stage (``stage_id``), one TorchTrainer."""
+    stage = setup.stages[config["stage_id"]]
+    loop = {**setup.loop_config(config.get("threads")), "stage": stage,
+            "hparams": setup.hparams.get(stage["id"], {}),
+            "out_dir": str(Path(setup.run_dir) / "stages" / stage["id"])}
+    make_trainer(setup, loop, stage["id"]).fit()
+
+
+def pack_trial(config: dict[str, Any], setup: Setup) -> None:
+    """Tune function of a packed wave: one TorchTrainer that trains stages from the wave's
+    ``StageQueue`` (``queue``) until it is empty."""
+    loop = {**setup.loop_config(config.get("threads")), "queue": config["queue"],
+            "pack": config["pack"], "stages": setup.stages, "hparams": setup.hparams}
+    make_trainer(setup, loop, f"wave{config['wave']}-pack{config['pack']}",
+                 stages=int(config["pack_size"])).fit()
+
+
+def sweep_trial(config: dict[str, Any], setup: Setup) -> None:
+    """Tune function of a sweep: the stage ``stage_id`` with the trial's sample (the config's
+    other keys) on top of nothing else, in its own folder ``<run>/tune/<template>/trials/``."""
+    stage = setup.stages[config["stage_id"]]
+    trial_id = ray.tune.get_context().get_trial_id()
+    template = template_of(Stage(**_stage_args(stage)))
+    loop = {**setup.loop_config(config.get("threads")), "stage": stage,
+            "hparams": flatten({k: v for k, v in config.items() if k not in RESERVED}),
+            "out_dir": str(Path(setup.run_dir) / "tune" / template / "trials" / trial_id)}
+    make_trainer(setup, loop, f"sweep-{template}-{trial_id}").fit()
 
 
 def expected_cost(stage: Stage) -> float:
@@ -152,15 +222,20 @@ class RayDriver:
         self.hparams: dict[str, dict[str, Any]] = read_json(self.hparams_path) or {}
         self.tracking = open_tracking(exp, self.run_dir)  # MLflow (sweeps/tracking.py) or None
 
-    def setup(self) -> dict[str, Any]:
-        return {
-            "experiment": self.exp.to_dict(), "run_dir": str(self.run_dir),
-            "store_dir": str(self.run.ctx.store_dir),
-            "stages": {s.id: dataclasses.asdict(s) for s in self.run.plan.stages},
-            "resources": to_dict(self.exp.resources),
-            "hparams": {s.id: self.hparams.get(template_of(s), {}) for s in self.run.plan.stages},
-            "fault_injection": self.fault_injection,
-        }
+    def setup(self) -> Setup:
+        return Setup(
+            experiment=self.exp.to_dict(), run_dir=str(self.run_dir),
+            store_dir=str(self.run.ctx.store_dir),
+            stages={s.id: dataclasses.asdict(s) for s in self.run.plan.stages},
+            resources=to_dict(self.exp.resources),
+            hparams=self.stage_hparams(self.run.plan.stages),
+            fault_injection=self.fault_injection,
+        )
+
+    def trainable(self, fn):
+        """``fn`` as Tune runs it: the run's ``Setup`` bound once, the trial's resources."""
+        return tune.with_resources(tune.with_parameters(fn, setup=self.setup()),
+                                   self.trial_resources())
 
     def stage_hparams(self, stages: list[Stage]) -> dict[str, dict[str, Any]]:
         """Each stage's swept values (its template's best configuration; empty when unswept)."""
@@ -170,11 +245,11 @@ class RayDriver:
         """The MLflow Tune callback of a wave (or of ``sweep``), when tracking is on."""
         if self.tracking is None:
             return []
-        from sweeps.tracking_tune import StageMLflowCallback
+        from sweeps.tracking_tune import StageMLflowCallback  # lazy: MLflow, the [tracking] extra
 
         described = describe(self.exp, stages, self.run_dir, self.stage_hparams(stages))
         return [StageMLflowCallback(self.tracking, described, sweep=sweep,
-                                    reserved=(*RESERVED, "setup"))]
+                                    reserved=RESERVED)]
 
     def trial_resources(self) -> dict[str, float]:
         """What one Tune trial (a TorchTrainer's driver) asks Ray for: ``cpus_per_trial`` and
@@ -183,8 +258,6 @@ class RayDriver:
         return {"cpu": r.cpus_per_trial, **r.trial_resources}
 
     def concurrency(self) -> int:
-        import ray
-
         r = self.exp.resources
         if r.max_concurrent:
             return r.max_concurrent
@@ -203,8 +276,6 @@ class RayDriver:
         machine has room for are running (a wave of one stage, the tail of a wave), the idle
         share is spread over the running ones, never beyond one node's CPUs.
         """
-        import ray
-
         r = self.exp.resources
         own = max(1, round(r.cpus_per_worker))
         free = self.concurrency() / max(1, running)
@@ -222,7 +293,7 @@ class RayDriver:
             pending = [s for s in wave if not stage_done(self.run_dir / "stages" / s.id)]
             for s in wave:
                 if s not in pending:
-                    print(f"[umsrep] {s.id}: done already, skipped", flush=True)
+                    log.info("%s: done already, skipped", s.id)
             pending = [s for s in pending if not self.reuse_stored(s)]
             if pending:
                 self.run_wave(i, pending)
@@ -239,11 +310,9 @@ class RayDriver:
     def score_ensembles(self) -> None:
         """Fold ensembles of every template whose stages are all done, in this process: it is
         inference only, no trial is worth its start-up (umsrep/runner/ensemble.py)."""
-        from umsrep.runner.ensemble import run_ensembles
-
         scored = run_ensembles(self.run.ctx, self.run.plan)
         for template in scored:
-            print(f"[umsrep] {template}: fold ensemble scored", flush=True)
+            log.info("%s: fold ensemble scored", template)
         if scored:
             compose_tables(self.run_dir, self.run.plan)
 
@@ -252,18 +321,11 @@ class RayDriver:
         if not stage.store_key or not (self.run.ctx.store_dir / stage.store_key /
                                        "result.json").exists():
             return False
-        from umsrep.runner.stage import run_stage
-
         run_stage(self.run.ctx, stage)
-        print(f"[umsrep] {stage.id}: reused backbone {stage.store_key} from the store",
-              flush=True)
+        log.info("%s: reused backbone %s from the store", stage.id, stage.store_key)
         return True
 
     def run_wave(self, i: int, stages: list[Stage]) -> None:
-        import ray
-        from ray import tune
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         t0 = time.perf_counter()
         n_packs = min(self.concurrency(), len(stages))
         queue = None
@@ -277,17 +339,17 @@ class RayDriver:
             queue = ray.remote(num_cpus=0)(StageQueue).options(
                 name=name, scheduling_strategy=here).remote([s.id for s in order])
             space = {"pack": tune.grid_search(list(range(n_packs))), "queue": name, "wave": i,
-                     "pack_size": len(stages), "threads": self.threads(n_packs),
-                     "setup": self.setup()}
-            print(f"[umsrep] wave {i}: {len(stages)} stages in {n_packs} packed Train runs",
-                  flush=True)
+                     "pack_size": len(stages), "threads": self.threads(n_packs)}
+            trainable = self.trainable(pack_trial)
+            log.info("wave %d: %d stages in %d packed Train runs", i, len(stages), n_packs)
         else:
             space = {"stage_id": tune.grid_search([s.id for s in stages]),
-                     "threads": self.threads(n_packs), "setup": self.setup()}
-        print(f"[umsrep] wave {i}: {n_packs} Train run(s) at once, "
-              f"{space['threads']} torch thread(s) per worker", flush=True)
+                     "threads": self.threads(n_packs)}
+            trainable = self.trainable(stage_trial)
+        log.info("wave %d: %d Train run(s) at once, %d torch thread(s) per worker", i, n_packs,
+                 space["threads"])
         tuner = tune.Tuner(
-            tune.with_resources(stage_trial, self.trial_resources()),
+            trainable,
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency()),
             run_config=tune.RunConfig(name=f"wave{i}-{int(time.time())}",
@@ -301,17 +363,17 @@ class RayDriver:
         errors = {r.config.get("stage_id", f"pack {r.config.get('pack')}"): r.error
                   for r in results if r.error is not None}
         for sid, err in errors.items():
-            print(f"[umsrep] {sid}: FAILED ({err})", flush=True)
+            log.error("%s: FAILED (%s)", sid, err)
         for s in stages:
             sid = s.id
             out = self.run_dir / "stages" / sid
             if not stage_done(out):
-                print(f"[umsrep] {sid}: not done", flush=True)
+                log.warning("%s: not done", sid)
                 continue
             res = read_json(out / "result.json") or {}
-            print(f"[umsrep] {sid}: done, train {res.get('wall_s', 0):.1f} s, "
-                  f"{res.get('epochs', 0)} epochs, {res.get('trainable_params', 0):,} params"
-                  f"{' (reused)' if res.get('reused') else ''}", flush=True)
+            log.info("%s: done, train %.1f s, %d epochs, %s params%s", sid, res.get("wall_s", 0),
+                     res.get("epochs", 0), f"{res.get('trainable_params', 0):,}",
+                     " (reused)" if res.get("reused") else "")
         log.info("wave %d: %.1f s", i, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------------- sweeps
@@ -335,10 +397,6 @@ class RayDriver:
             atomic_write_json(self.hparams, self.hparams_path)
 
     def sweep(self, stage: Stage) -> dict[str, Any]:
-        from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
-        from ray.tune.search.optuna import OptunaSearch
-
         search = self.exp.search
         name = template_of(stage)
         objectives = search.objectives or [search.metric]
@@ -353,15 +411,15 @@ class RayDriver:
             scheduler = ASHAScheduler(time_attr="epoch", metric=objectives[0], mode=modes[0],
                                       max_t=max(epochs, 1),
                                       grace_period=min(search.grace_period, max(epochs, 1)))
-        trainable = tune.with_resources(stage_trial, self.trial_resources())
+        trainable = self.trainable(sweep_trial)
         path = self.run_dir / "ray_tune" / f"sweep-{name}"
         if tune.Tuner.can_restore(str(path)):
-            print(f"[umsrep] sweep {name}: resuming {path}", flush=True)
+            log.info("sweep %s: resuming %s", name, path)
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable,
-                param_space={"stage_id": stage.id, "setup": self.setup(), "out_dir": "trial"},
+                param_space={"stage_id": stage.id},
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                             num_samples=search.num_samples,
                                             max_concurrent_trials=self.concurrency()),
@@ -372,21 +430,17 @@ class RayDriver:
             )
         results = tuner.fit()
         release_leaked_placement_groups()
-        df = results.get_dataframe()
-        keep = [c for c in df.columns if not c.startswith("config/setup")]
-        trials = df[keep].copy()
+        trials = results.get_dataframe()
         atomic_write_parquet(trials.astype({c: "string" for c in trials.columns
                                             if trials[c].dtype == object}),
                              self.run_dir / "tune" / name / "trials.parquet")
         best = results.get_best_result(metric=objectives[0], mode=modes[0], scope="all")
-        config = flatten({k: v for k, v in best.config.items()
-                          if k not in RESERVED and k != "setup"})
+        config = flatten({k: v for k, v in best.config.items() if k not in RESERVED})
         payload = {"template": name, "stage": stage.id, "metric": objectives[0],
                    "value": float((best.metrics or {}).get(objectives[0], float("nan"))),
                    "config": config, "chosen_on": "validation split of the first fold"}
         atomic_write_json(payload, self.run_dir / "tune" / name / "best.json")
-        print(f"[umsrep] sweep {name}: best {objectives[0]}={payload['value']:.4f} with "
-              f"{config}", flush=True)
+        log.info("sweep %s: best %s=%.4f with %s", name, objectives[0], payload["value"], config)
         return payload
 
 
@@ -399,9 +453,6 @@ def release_leaked_placement_groups() -> int:
     one still there is a leak. Groups of other jobs on a shared cluster are left alone: a
     placement group id ends with its job's id.
     """
-    import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
     job = ray.get_runtime_context().get_job_id()
     removed = 0
     for pg_id, info in ray.util.placement_group_table().items():
@@ -414,8 +465,6 @@ def release_leaked_placement_groups() -> int:
 
 
 def optuna_space(space: dict[str, ParamSpace]) -> dict[str, Any]:
-    import optuna.distributions as od
-
     out: dict[str, Any] = {}
     for name, p in space.items():
         if p.type == "loguniform":
@@ -441,8 +490,6 @@ RAY_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None):
     """Connect to a cluster (``--address`` / a job's RAY_ADDRESS) or start a local session."""
-    import ray
-
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")

@@ -139,7 +139,7 @@ def open_tracking(exp, run_dir: Path) -> StageRuns | None:
     except Exception as exc:  # MLflow raises many kinds; any of them means no tracking
         raise UserError(f"--mlflow {exp.tracking.mlflow}: cannot open the MLflow store "
                         f"({' '.join(str(exc).split())})") from None
-    print(f"[umsrep] MLflow: experiment {runs.experiment_name!r} at {runs.uri}", flush=True)
+    log.info("MLflow: experiment %r at %s", runs.experiment_name, runs.uri)
     return runs
 
 
@@ -167,7 +167,7 @@ class StageRuns:
     @property
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # lazy: MLflow is the [tracking] extra
 
             self._client = MlflowClient(self.uri)
         return self._client
@@ -186,6 +186,7 @@ class StageRuns:
         return ((read_json(self.run_dir / BOOK) or {}).get(self.uri) or {}).get(key)
 
     def _note(self, key: str, **fields: Any) -> None:
+        # lazy: pandas off `umsrep sweep`'s config check
         from umsrep.runner.store import atomic_write_json, read_json
 
         book = read_json(self.run_dir / BOOK) or {}
@@ -203,7 +204,7 @@ class StageRuns:
                 self.client.update_run(entry["run_id"], status="RUNNING")
                 self._note(key, status="RUNNING")
             return entry["run_id"]
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # lazy: MLflow is the [tracking] extra
 
         run_id = self.client.create_run(self.experiment_id(), run_name=name,
                                         tags=tags).info.run_id
@@ -224,9 +225,9 @@ class StageRuns:
     def finish(self, key: str, folder: Path, step: int | None = None) -> None:
         """Final metrics, the model folder as the ``checkpoint`` artifact, the run ended; the
         validation curve too when no epoch was logged live."""
-        import pandas as pd
+        import pandas as pd  # lazy: pandas off `umsrep sweep`'s config check
 
-        from umsrep.runner.store import read_json
+        from umsrep.runner.store import read_json  # lazy: pandas off `umsrep sweep`'s config check
 
         entry = self.entry(key)
         if entry is None:
@@ -255,7 +256,8 @@ class StageRuns:
     def finish_stages(self, exp, stages, hparams: dict[str, dict[str, Any]]) -> None:
         """After a wave: every done stage's run finished (created if it has none yet), every
         unfinished one's ended FAILED (``--resume`` reopens it); finished ones are left alone."""
-        from umsrep.runner.stage import stage_done
+        # lazy: pandas off `umsrep sweep`'s config check
+        from umsrep.runner.outputs import stage_done
 
         for stage in stages:
             folder = self.run_dir / "stages" / stage.id
@@ -273,7 +275,7 @@ class StageRuns:
                 log.warning("MLflow (%s): could not record %s: %s", self.uri, stage.id, exc)
 
     def _exists(self, run_id: str) -> bool:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: MLflow is the [tracking] extra
 
         try:
             self.client.get_run(run_id)
@@ -282,7 +284,7 @@ class StageRuns:
             return False
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # lazy: MLflow is the [tracking] extra
 
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in leaf_names(metrics).items()]

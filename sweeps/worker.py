@@ -18,6 +18,7 @@ gradients are averaged across ranks as they are accumulated (Gloo on CPU, NCCL o
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -27,8 +28,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
+import ray.train
+import ray.train.torch
 import torch
+import torch.distributed as dist
 
+from umsrep.experiment import load_experiment
+from umsrep.runner.context import StageContext, build_tasks, denoise_task
+from umsrep.runner.data import load_run_data
+from umsrep.runner.outputs import stage_done
+from umsrep.runner.plan import Stage
+from umsrep.runner.stage import run_stage
 from umsrep.train.hooks import val_score
 
 log = logging.getLogger(__name__)
@@ -51,7 +62,6 @@ def sync_gradients(model: torch.nn.Module, world_size: int) -> None:
     statistics then follow each rank's shard (as DDP without SyncBatchNorm), and rank 0's model
     is the one saved and evaluated.
     """
-    import torch.distributed as dist
 
     def hook(p: torch.Tensor) -> None:
         if p.grad is not None:
@@ -86,7 +96,6 @@ def quiet_ray_train_logs() -> None:
     Ray 2.60's ``context.py`` names its logger by its file path (``getLogger(__file__)``), the
     storage modules by module name: both names get the filter.
     """
-    import importlib
 
     for name in RAY_TRAIN_CHATTY:
         names = [name]
@@ -100,19 +109,10 @@ def quiet_ray_train_logs() -> None:
 
 
 def _stage(d: dict[str, Any]):
-    from umsrep.runner.plan import Stage
-
     return Stage(**{**d, "tasks": tuple(d["tasks"]), "deps": tuple(d["deps"])})
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from umsrep.experiment import load_experiment
-    from umsrep.runner.data import load_run_data
-    from umsrep.runner.stage import StageContext, build_tasks, stage_done
-
     quiet_ray_train_logs()
     logging.getLogger("umsrep").setLevel(logging.INFO)  # epoch summaries reach the driver log
     exp = load_experiment(data=config["experiment"], check_paths=False)
@@ -145,7 +145,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _run_one(ctx, stage, config, rank, Path(config["out_dir"]), resume_from
                      if resume_stage in (None, stage.id) else None)
             return
-        import ray
 
         queue = ray.get_actor(config["queue"])
         k = 0
@@ -165,9 +164,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
              resume_from: Path | None) -> None:
     """Train one stage; each epoch's metrics (and rank 0's checkpoint) go to Ray Train."""
-    import ray.train
 
-    from umsrep.runner.stage import run_stage
 
     scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
     fault = config.get("fault_injection") or {}
@@ -201,7 +198,6 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
 
 def where_am_i() -> dict[str, str]:
     """The Ray node this worker runs on: its id (as Ray's state API lists it) and IP."""
-    import ray
 
     return {"node_id": ray.get_runtime_context().get_node_id(),
             "node_ip": ray.util.get_node_ip_address()}
@@ -215,8 +211,6 @@ def record_attempt(out_dir: Path, event: dict[str, Any]) -> None:
 
 
 def _denoise():
-    from umsrep.runner.stage import denoise_task
-
     return denoise_task()
 
 

@@ -21,7 +21,7 @@ from umsrep.cli import main as cli_main
 from umsrep.models import build_backbone, build_head
 from umsrep.models.multitask import MultiTaskModel
 from umsrep.predict import load_models
-from umsrep.runner.stage import save_model_dir
+from umsrep.runner.checkpoints import save_model_dir
 
 DEN = {"name": "denoise", "kind": "denoise", "column": "", "classes": None, "head": "denoise",
        "head_kwargs": {}, "loss": "mse"}

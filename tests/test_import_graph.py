@@ -95,6 +95,26 @@ def import_graph() -> tuple[dict[str, set[str]], Counter]:
     return graph, in_functions
 
 
+def unexplained_lazy_imports() -> list[str]:
+    """``path:line`` of each import inside a function with no comment saying why, on its line
+    or on the line above (a comment over a block of imports covers the block)."""
+    out = []
+    for path in module_files().values():
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines), filename=str(path))
+        for where, node in _module_level(tree.body):
+            if where != "function":
+                continue
+            i = node.lineno - 1
+            while i > 0 and lines[i - 1].lstrip().startswith(("from ", "import ")):
+                i -= 1  # the first import of a block
+            said = "#" in lines[node.lineno - 1] or lines[i - 1].lstrip().startswith("#") \
+                or "#" in lines[i]
+            if not said:
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return out
+
+
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), sorted."""
     index: dict[str, int] = {}
@@ -146,6 +166,15 @@ def test_no_import_cycles() -> None:
           f"modules, {in_functions['third-party']} of other packages")
 
 
+def test_every_import_inside_a_function_says_why() -> None:
+    """STYLE.md: an import inside a function only keeps a heavy or optional package (Ray, MLflow,
+    ONNX Runtime, Plotly, torch on a CLI's light path) off a path that does not need it, and
+    says so in a comment."""
+    missing = unexplained_lazy_imports()
+    assert not missing, "imports inside functions without a comment saying why:\n" + "\n".join(
+        missing)
+
+
 if __name__ == "__main__":
     graph, in_functions = import_graph()
     cycles = find_cycles(graph)
@@ -153,4 +182,6 @@ if __name__ == "__main__":
         print("cycle:", " <-> ".join(c))
     print(f"{len(graph)} modules, {len(cycles)} cycle(s); function-level imports: "
           f"{in_functions['internal']} internal, {in_functions['third-party']} third-party")
+    for where in unexplained_lazy_imports():
+        print("unexplained import inside a function:", where)
     sys.exit(1 if cycles else 0)

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from umsrep.cli import main as cli_main
+from umsrep.config import UserError
 from umsrep.models import build_backbone, build_head
 from umsrep.models.multitask import MultiTaskModel
 from umsrep.predict import load_model_dir, normalize_image, predict_images
-from umsrep.runner.stage import save_model_dir
+from umsrep.runner.checkpoints import save_model_dir
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 SIZE = 32
@@ -126,8 +127,28 @@ def test_load_model_dir_reproduces_saved_model(model_dir):
 
 
 def test_load_model_dir_names_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.json"):
+    with pytest.raises(UserError, match="model.json"):
         load_model_dir(tmp_path)
+
+
+@pytest.mark.parametrize("meta, says", [
+    ("{}", "no 'backbone', 'tasks', 'image_size' in model.json"),
+    ("[1, 2]", "a JSON object is expected"),
+    ("{not json", "not a readable model.json"),
+    ('{"backbone": {"name": "cdae"}, "tasks": [], "image_size": 64}', "weights do not fit"),
+], ids=["keys missing", "not an object", "not JSON", "weights of another model"])
+def test_a_broken_model_folder_is_one_error_line(model_dir, tmp_path, capsys, meta, says):
+    """A model.json from another version or edited by hand: `umsrep predict` exits 2 with one
+    line naming the file, no traceback."""
+    path, _ = model_dir
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.pt").write_bytes((path / "model.pt").read_bytes())
+    (bad / "model.json").write_text(meta)
+    image = _images(tmp_path / "in")[0]
+    assert cli_main(["predict", str(bad), str(image), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}") and says in err[0], err
 
 
 def test_predict_png_jpeg_dicom_and_unreadable(model_dir, tmp_path):

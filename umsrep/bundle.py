@@ -100,7 +100,7 @@ def load_onnx(file: Path) -> Run:
 
 def load_torchscript(file: Path) -> Run:
     """The TorchScript module in ``file`` (CPU, no gradients) as a function of the input array."""
-    import torch
+    import torch  # lazy: an ONNX bundle runs without torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated (torch.export)

@@ -6,6 +6,7 @@ YAML is refused before anything runs (``ConfigError: experiment.tasks[1].kind: .
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import difflib
@@ -13,6 +14,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
 
 T = TypeVar("T")
 
@@ -170,7 +173,6 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     Values are read as YAML (``8`` -> int, ``[pad, stretch]`` -> list, ``true`` -> bool), so
     ``--set`` can give any value the experiment file can.
     """
-    import yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -198,7 +200,6 @@ def output_folder(value: str) -> Path:
     (s3fs, gcsfuse, blobfuse, an NFS/EFS/Filestore share) on every node and pass the mount
     path (cluster/README.md, "Storage").
     """
-    import argparse
 
     if "://" in value:
         scheme = value.split("://", 1)[0]
@@ -228,7 +229,6 @@ def load_yaml(path: str | Path, not_inherited: tuple[str, ...] = (),
     include each other (a cycle) are refused, as are a missing file and invalid YAML, each
     naming the file.
     """
-    import yaml
 
     path = Path(path)
     try:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from umsrep.config import ConfigError, from_dict, load_yaml, resolve_base, to_dict
 from umsrep.data import is_mask_column
 from umsrep.schema import SEGMENTATION_CORRECT_IOU
+from umsrep.train.config import TrainConfig
 from umsrep.validate import check_registered
 
 TASK_KINDS = ("classification", "segmentation", "denoise")
@@ -92,45 +93,6 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Settings of one training stage (mapped onto ``umsrep.train.loop.TrainConfig``)."""
-
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = 0.0
-    patience: int = 10  # early stopping, epochs without improvement of the monitored metric
-    # what early stopping, the plateau schedule and best-epoch selection watch: "loss" = the sum
-    # of the tasks' validation losses (min); "score" = the mean over the stage's tasks of each
-    # task's main validation metric (Dice, AUC (else accuracy), PSNR/50; max). With several
-    # tasks, "loss" lets the noisiest loss decide: on cxr_public a joint stage stopped at epoch
-    # 17 of 36 with its lung Dice still rising, because the TB cross-entropy on 45 validation
-    # images swung by 40 % between epochs, and the restored epoch 11 had a lower lung Dice.
-    monitor: Literal["loss", "score"] = "loss"
-    plateau_patience: int = 5  # reduce-on-plateau
-    plateau_factor: float = 0.5
-    max_steps_per_epoch: int | None = None  # cap for smoke tests
-    loader_workers: int = 0  # DataLoader workers per Train worker
-    # auto | fp32 | bf16 | fp16 (umsrep/precision.py): auto = bf16 autocast on a GPU that has it
-    # (else fp16 + GradScaler) and on a CPU with native bf16 (AVX-512 BF16/AMX), else fp32
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True  # NHWC memory format for model and batches (CPU and CUDA)
-    # validate (and report to Ray, checkpoint to Ray) every N epochs and after the last one;
-    # early stopping and the plateau schedule still count patience in epochs
-    val_every: int = 1
-    # which weights are scored and saved in the stage's checkpoint/: "best" = the epoch with the
-    # best validation value of the early-stopping monitor (choosing that epoch is what the
-    # validation split is for; later epochs have begun to overfit), "last" = the final epoch.
-    # The other is kept too, in checkpoint_last/ or checkpoint_best/.
-    checkpoint: Literal["best", "last"] = "best"
-
-    def validate(self, key: str) -> None:
-        if self.val_every < 1:
-            raise ConfigError(f"{key}.val_every", "must be at least 1")
-
-
-@dataclass(frozen=True)
 class NoiseSettings:
     kinds: list[Literal["gaussian", "poisson"]] = field(default_factory=lambda: ["gaussian"])
     sigmas: list[float] = field(default_factory=lambda: [10.0, 20.0, 30.0, 40.0, 50.0])  # 0-255
@@ -146,7 +108,7 @@ class BackboneConfig:
     task: str | None = None  # supervised pretraining: the task (name in `tasks`) it learns
     head: str = "denoise"  # the head used while pretraining (denoise), ignored for supervised
     noise: NoiseSettings = field(default_factory=NoiseSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra backbone constructor arguments
 
 
@@ -315,7 +277,7 @@ class Experiment:
     )
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
-    train: TrainSettings = field(default_factory=TrainSettings)  # head fine-tuning and baselines
+    train: TrainConfig = field(default_factory=TrainConfig)  # head fine-tuning and baselines
     search: SearchConfig = field(default_factory=SearchConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)

@@ -25,7 +25,10 @@ import pandas as pd
 
 from umsrep.data.contrast import apply_contrast
 from umsrep.data.geometry import from_square
+from umsrep.data.io import ImageDecodeError, load_image
+from umsrep.derive.gradcam import overlay_heatmap
 from umsrep.derive.postprocess import clean_mask
+from umsrep.derive.recommend import apply_rules, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +118,6 @@ def _fit(meta: dict[str, Any]) -> str:
 def _classification(model: ImageModel, task: dict[str, Any], square: SquareOutputs,
                     gray: np.ndarray, stem: str, out_dir: Path,
                     meta: dict[str, Any]) -> dict[str, Any]:
-    from umsrep.derive.gradcam import overlay_heatmap
-
     name, probs = task["name"], square.probs[task["name"]]
     k = int(probs.argmax())
     row: dict[str, Any] = {name: str(task["classes"][k]), f"{name}_prob": float(probs[k])}
@@ -175,7 +176,6 @@ def predict_files(
     """``predict_pixels`` for each readable image, rule columns (``apply_model_rules``), and
     ``out_dir/predictions.csv``; returns the CSV's table (one row per image, unreadable ones
     with an ``error`` message and empty predictions)."""
-    from umsrep.data.io import ImageDecodeError, load_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,6 @@ def apply_model_rules(meta: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
     A rule that needs a task this model does not predict is skipped with a warning; rows with an
     ``error`` get no rule output.
     """
-    from umsrep.derive.recommend import apply_rules, load_rules
 
     rules = load_rules(meta.get("rules") or [])
     tasks = [t["name"] for t in meta["tasks"] if t["kind"] == "classification"]

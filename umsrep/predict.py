@@ -2,7 +2,7 @@
 
 A model folder (a stage's ``checkpoint/`` or a backbone store's ``checkpoint/``) holds
 ``model.pt`` (a ``MultiTaskModel`` state dict; a ``DenoisedInput`` for baselines fed by a
-separate denoiser) and ``model.json`` (``umsrep.runner.execute.model_meta``: the network's
+separate denoiser) and ``model.json`` (``umsrep.runner.network.model_meta``: the network's
 ``umsrep.models.ModelSpec``, built by ``umsrep.models.build_model``, plus rules, threshold,
 fit, contrast, ...).
 
@@ -41,6 +41,7 @@ import argparse
 import itertools
 import json
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from umsrep.bundle import is_bundle, predict_bundle
 from umsrep.config import UserError
+from umsrep.derive import grad_cam
 from umsrep.derive.tta import normalize_image, segment_original
 from umsrep.inference import (
     MASK_THRESHOLD,
@@ -81,26 +84,41 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[MultiTaskMode
     meta_path, weights = path / "model.json", path / "model.pt"
     for f in (meta_path, weights):
         if not f.is_file() and not (f == weights and _members(meta_path)):
-            raise FileNotFoundError(
+            raise UserError(
                 f"{f}: missing; MODEL_DIR must be a stage's checkpoint folder "
                 "(<run>/stages/<stage>/checkpoint) holding model.pt and model.json"
             )
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path)
     if meta.get("members"):
         members = [load_model_dir(path / m, device)[0] for m in meta["members"]]
         return _mean_of(members, meta, device), meta
-    from umsrep.models import ModelSpec, build_model
+    from umsrep.models import ModelSpec, build_model  # lazy: a bundle predicts without models
 
-    model = build_model(ModelSpec.from_json(meta))
-    state = torch.load(weights, weights_only=True, map_location="cpu")
     try:
+        model = build_model(ModelSpec.from_json(meta))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{meta_path}: {exc}; the folder was written by another umsrep "
+                        "version or edited by hand") from None
+    try:
+        state = torch.load(weights, weights_only=True, map_location="cpu")
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RuntimeError(
-            f"{weights}: weights do not fit the model described by {meta_path} ({exc}); "
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise UserError(
+            f"{weights}: weights do not fit the model described by {meta_path} "
+            f"({str(exc) or type(exc).__name__}); "
             "the folder was written by another umsrep version or edited by hand"
         ) from None
     return model.to(device).eval(), meta
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{meta_path}: not a readable model.json ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: not a model.json (a JSON object is expected)")
+    return meta
 
 
 def _members(meta_path: Path) -> list[str]:
@@ -111,7 +129,7 @@ def _members(meta_path: Path) -> list[str]:
 
 
 def _mean_of(models: list[nn.Module], meta: dict[str, Any], device: str) -> MeanEnsemble:
-    from umsrep.models.ensemble import MeanEnsemble
+    from umsrep.models.ensemble import MeanEnsemble  # lazy: a bundle predicts without models
 
     kinds = {t["name"]: t["kind"] for t in meta["tasks"]}
     return MeanEnsemble(models, kinds).to(device).eval()
@@ -213,8 +231,7 @@ def predict_one(
 def explain(model: nn.Module, task: str, x: torch.Tensor, target_class: int) -> np.ndarray:
     """Grad-CAM ``[S, S]`` (0-1) of one image ``x`` ``[1, 1, S, S]`` for ``target_class``; for
     several models averaged, the mean of their maps for the class the ensemble predicts."""
-    from umsrep.derive import grad_cam
-    from umsrep.models.ensemble import MeanEnsemble
+    from umsrep.models.ensemble import MeanEnsemble  # lazy: a bundle predicts without models
 
     members = list(model.members) if isinstance(model, MeanEnsemble) else [model]
     maps = [grad_cam(m, task, x, target_class=target_class, layer=gradcam_layer(m, task))[0, 0]
@@ -274,8 +291,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from umsrep.bundle import is_bundle, predict_bundle
-
     more = list(itertools.takewhile(Path.is_dir, args.images))  # MODEL_DIR... IMAGE...
     images = args.images[len(more):]
     if not images:

@@ -84,13 +84,13 @@ def test_original_size_scoring_sees_the_same_contrast(tmp_path, monkeypatch):
     """TTA at the original size reads the original file: it must normalize it as the cache."""
     import pandas as pd
 
-    import umsrep.derive.tta as tta
+    import umsrep.runner.original_size as original_size
     from umsrep.runner.original_size import tta_probabilities
 
     write_png(tmp_path / "a.png", _radiograph(True)[0])
     index = pd.DataFrame({"sample_id": ["a"], "image_path": [str(tmp_path / "a.png")]})
     seen = []
-    monkeypatch.setattr(tta, "segment_original",
+    monkeypatch.setattr(original_size, "segment_original",
                         lambda model, task, pixels, *a, **k: seen.append(pixels) or
                         np.zeros(pixels.shape, np.float32))
     task = type("T", (), {"name": "lung"})()

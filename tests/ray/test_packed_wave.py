@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_packed_wave_runs_stages_in_one_train_run_and_recovers(ray_session, smoke_config,
                                                                tmp_path):
-    from sweeps.run import run_experiment
+    from sweeps.driver import run_experiment
     from umsrep.experiment import load_experiment
 
     cfg = dict(smoke_config)

@@ -32,7 +32,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def test_sweep_killed_driver_resumes_and_worker_recovers(ray_session, smoke_config, tmp_path):
-    from sweeps.run import run_experiment
+    from sweeps.driver import run_experiment
     from umsrep.experiment import load_experiment
 
     cfg_path = tmp_path / "smoke.yaml"

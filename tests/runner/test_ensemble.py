@@ -8,6 +8,7 @@ set by hand, or from each epoch's weights as the loop reported them.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -208,7 +209,7 @@ def test_checkpoint_best_or_last_scores_that_epoch_and_keeps_the_other(
             torch.testing.assert_close(saved[k], v, rtol=0, atol=0, msg=f"{folder}: {k}")
 
 
-def test_ray_driver_scores_missing_ensembles_in_its_own_process(two_fold_run, tmp_path, capsys):
+def test_ray_driver_scores_missing_ensembles_in_its_own_process(caplog, two_fold_run, tmp_path):
     """After its waves the Ray driver scores the fold ensembles itself (no trial, no Ray call):
     on a copy of the run without the joint ensemble, only that one is scored again."""
     import shutil
@@ -220,8 +221,9 @@ def test_ray_driver_scores_missing_ensembles_in_its_own_process(two_fold_run, tm
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "ensembles" / "joint")
     kept = {p: p.stat().st_mtime_ns for p in copy.glob("ensembles/*/result.json")}
-    RayDriver(prepare_run(exp, out, resume=copy), exp).score_ensembles()
-    assert "joint: fold ensemble scored" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="sweeps.driver"):
+        RayDriver(prepare_run(exp, out, resume=copy), exp).score_ensembles()
+    assert "joint: fold ensemble scored" in caplog.text
     assert (copy / "ensembles" / "joint" / "result.json").exists()
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     metrics = pd.read_parquet(copy / "metrics.parquet")

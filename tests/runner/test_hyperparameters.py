@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from umsrep.experiment import load_experiment
+from umsrep.runner.context import StageContext, backbone_store_key, with_hyperparameters
 from umsrep.runner.hyperparameters import apply_hyperparameters
 from umsrep.runner.plan import Stage
-from umsrep.runner.stage import StageContext, backbone_store_key, with_hyperparameters
 
 
 @pytest.fixture

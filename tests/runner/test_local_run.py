@@ -109,7 +109,7 @@ def test_resume_with_other_settings_is_refused_naming_the_key(local_run):
 def test_resume_takes_the_newer_of_ray_checkpoint_and_stage_state(tmp_path):
     import os
 
-    from umsrep.runner.execute import newer_state
+    from umsrep.runner.kinds import newer_state
 
     ray_copy, state = tmp_path / "ray", tmp_path / "state"
     ray_copy.mkdir()
@@ -159,7 +159,8 @@ def test_store_keeps_the_backbone_once_and_old_store_folders_load(local_run, tmp
 
     import torch
 
-    from umsrep.runner.stage import StageContext, stored_backbone
+    from umsrep.runner.context import StageContext
+    from umsrep.runner.network import stored_backbone
 
     exp, _, run_dir = local_run
     (checkpoint,) = [Path(c) for k, c in _checkpoints(run_dir).items()

@@ -278,7 +278,7 @@ def test_set_options_are_yaml_values_applied_as_overrides() -> None:
 
 
 def test_robust_augmentation_and_keep_largest_load_and_reach_the_clean_up() -> None:
-    from umsrep.runner.execute import mask_cleanup
+    from umsrep.runner.context import mask_cleanup
 
     sets = {"data.augment": "cxr_robust", "evaluation.keep_largest": 2,
             "evaluation.fill_holes": True}

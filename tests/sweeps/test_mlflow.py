@@ -33,7 +33,7 @@ def ray_smoke_experiment() -> dict:
     ["demo", "--mlflow", "file:./mlruns"],
 ], ids=["sweep --mlflow", "sweep tracking.mlflow", "demo --mlflow"])
 def test_without_mlflow_the_option_is_refused_in_one_line(argv, monkeypatch, capsys, tmp_path):
-    import sweeps.run
+    import sweeps.driver
     from umsrep.cli import main
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the extra were not installed
@@ -41,7 +41,7 @@ def test_without_mlflow_the_option_is_refused_in_one_line(argv, monkeypatch, cap
     def never(*args, **kwargs):
         raise AssertionError("the experiment ran instead of being refused")
 
-    monkeypatch.setattr(sweeps.run, "run_experiment", never)
+    monkeypatch.setattr(sweeps.driver, "run_experiment", never)
     assert main([*argv, "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: --mlflow file:./mlruns: MLflow is not installed: {HINT}"]
@@ -92,7 +92,7 @@ def test_sweep_logs_stages_and_trials_to_mlflow_and_resume_keeps_them(
     pytest.importorskip("mlflow", reason="the tracking extra")
     from mlflow.tracking import MlflowClient
 
-    from sweeps.run import run_experiment
+    from sweeps.driver import run_experiment
     from umsrep.experiment import load_experiment
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

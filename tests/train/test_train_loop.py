@@ -8,6 +8,7 @@ import pytest
 import torch
 from toy_multitask import NOISE, TASKS, make_loaders, make_model
 
+from umsrep.config import ConfigError
 from umsrep.strategies import build_strategy
 from umsrep.train.checkpoint import (
     capture_rng_state,
@@ -21,15 +22,20 @@ from umsrep.train.loop import TrainConfig, fit, strategy_options
 TWO = TASKS[:2]
 
 
-def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, **options):
-    seed_everything(cfg.seed)
-    model = make_model(tasks, seed=cfg.seed)
+SEED = 3
+
+
+def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, checkpoint_dir=None,
+         **options):
+    seed_everything(SEED)
+    model = make_model(tasks, seed=SEED)
     strat = build_strategy(
-        strategy, model, tasks, noise_cfg=NOISE, **strategy_options(cfg), **options
+        strategy, model, tasks, noise_cfg=NOISE, **strategy_options(cfg, "cpu", SEED), **options
     )
     train = make_loaders(n=(8, 8), tasks=tasks)
     val = make_loaders(n=(4, 4), seed=7, tasks=tasks)
-    return model, fit(model, strat, train, val, cfg, report=report)
+    return model, fit(model, strat, train, val, cfg, report=report, seed=SEED,
+                      checkpoint_dir=checkpoint_dir)
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -38,8 +44,8 @@ def _cfg(**kw) -> TrainConfig:
         "lr": 1e-2,
         "patience": 0,
         "plateau_patience": 0,
-        "seed": 3,
         "max_steps_per_epoch": 2,
+        "precision": "fp32",
     }
     return TrainConfig(**(base | kw))
 
@@ -80,15 +86,13 @@ def test_checkpoint_round_trip_loads_weights_only(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["alternating", "joint"])
 def test_resume_continues_with_identical_results(tmp_path, strategy):
-    cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "full"))
-    model_full, full = _run(cfg, strategy)
-    part_cfg = _cfg(
-        epochs=2, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"), restore_best=False
-    )
-    _run(part_cfg, strategy)
+    cfg = _cfg(epochs=3, plateau_patience=1)
+    model_full, full = _run(cfg, strategy, checkpoint_dir=tmp_path / "full")
+    part_cfg = _cfg(epochs=2, plateau_patience=1, checkpoint="last")
+    _run(part_cfg, strategy, checkpoint_dir=tmp_path / "part")
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
-    resumed_cfg = _cfg(epochs=3, plateau_patience=1, checkpoint_dir=str(tmp_path / "part"))
-    model_res, resumed = _run(resumed_cfg, strategy)
+    resumed_cfg = _cfg(epochs=3, plateau_patience=1)
+    model_res, resumed = _run(resumed_cfg, strategy, checkpoint_dir=tmp_path / "part")
     assert resumed.epochs_run == 3
     keys = ["train/loss", "val/loss"]
     assert [[h[k] for k in keys] for h in resumed.history] == [
@@ -111,7 +115,7 @@ def test_report_callback_each_epoch_after_checkpoint(tmp_path):
     def report(epoch, metrics, ckpt_dir):
         calls.append((epoch, metrics["val/loss"], (ckpt_dir / "last.pt").is_file()))
 
-    _run(_cfg(checkpoint_dir=str(tmp_path)), report=report)
+    _run(_cfg(), report=report, checkpoint_dir=tmp_path)
     assert [c[0] for c in calls] == [0, 1]
     assert all(math.isfinite(c[1]) and c[2] for c in calls)
 
@@ -147,10 +151,11 @@ def test_val_score_averages_each_tasks_main_metric_on_a_0_1_scale():
 
 
 def test_monitor_score_maps_to_val_score_maximised():
-    from umsrep.experiment import TrainSettings
-    from umsrep.runner.stage import train_config
-
-    cfg = train_config(TrainSettings(monitor="score"), "cpu", 0)
-    assert (cfg.monitor, cfg.mode) == ("val/score", "max")
-    cfg = train_config(TrainSettings(), "cpu", 0)
-    assert (cfg.monitor, cfg.mode) == ("val/loss", "min")
+    cfg = TrainConfig(monitor="score")
+    assert (cfg.monitor_key, cfg.monitor_mode) == ("val/score", "max")
+    cfg = TrainConfig()
+    assert (cfg.monitor_key, cfg.monitor_mode) == ("val/loss", "min")
+    cfg = TrainConfig(monitor="val/lung/dice")
+    assert (cfg.monitor_key, cfg.monitor_mode) == ("val/lung/dice", "max")
+    with pytest.raises(ConfigError, match="train.monitor"):
+        TrainConfig(monitor="dice").validate("train")

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True)
     imp = sub.add_parser("import", help="import a dataset folder (or generic CSV) to a manifest")
-    from umsrep.data.importers import IMPORTERS
+    from umsrep.data.importers import IMPORTERS  # lazy: pandas and OpenCV off `umsrep --help`
 
     imp.add_argument("name", choices=IMPORTERS.names(), help="dataset importer")
     imp.add_argument("path", help="dataset folder (or the CSV for 'generic')")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from umsrep.data.importers import run_import
+    from umsrep.data.importers import run_import  # lazy: pandas and OpenCV off `umsrep --help`
 
     options: dict[str, object] = {}
     if args.dataset:
@@ -66,7 +66,7 @@ def _run_import(args: argparse.Namespace) -> int:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from umsrep.data.cache import prepare_cache
+    from umsrep.data.cache import prepare_cache  # lazy: pandas and OpenCV off `umsrep --help`
 
     folder = prepare_cache(args.manifest, size=args.size, out=args.out, workers=args.workers,
                            interpolation=args.interpolation, fit=args.fit,
@@ -76,7 +76,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from umsrep.data.synthetic import synthesize
+    from umsrep.data.synthetic import synthesize  # lazy: pandas and OpenCV off `umsrep --help`
 
     path = synthesize(args.kind, n=args.n, size=args.size, seed=args.seed, out_dir=args.out)
     print(path)

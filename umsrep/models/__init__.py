@@ -20,7 +20,8 @@ from umsrep.models import encoders, heads  # noqa: F401  (fills the registries)
 from umsrep.models._factory import BACKBONES, HEADS, build_backbone, build_head, scale_channels
 from umsrep.models.denoised import DenoisedInput
 from umsrep.models.multitask import MultiTaskModel, count_trainable_params
-from umsrep.models.presets import PAPER_COUNTS, PRESET_WIDTHS, paper_parameter_report
+from umsrep.models.paper_counts import PAPER_COUNTS, paper_parameter_report
+from umsrep.models.presets import PRESET_WIDTHS
 from umsrep.models.separate import IdentityBackbone, PaperClassifier, build_separate_model
 from umsrep.models.spec import BackboneSpec, ModelSpec, build_model
 

@@ -1,7 +1,7 @@
 """What a trained network is (``ModelSpec``, the build part of ``model.json``) and the one
 factory that builds it (``build_model``), used by training, the backbone store and ``predict``.
 
-``model.json`` (written by ``umsrep.runner.execute.model_meta``) holds the spec's keys beside
+``model.json`` (written by ``umsrep.runner.network.model_meta``) holds the spec's keys beside
 inference settings (threshold, fit, contrast, rules, ...)::
 
     {"image_size": 256,
@@ -57,7 +57,11 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, meta: dict[str, Any]) -> ModelSpec:
-        """From a ``model.json`` mapping (other keys are ignored); every version so far."""
+        """From a ``model.json`` mapping (other keys are ignored); every version so far.
+        A missing key raises ``ValueError`` naming it."""
+        missing = [k for k in ("backbone", "tasks", "image_size") if k not in meta]
+        if missing:
+            raise ValueError(f"no {', '.join(map(repr, missing))} in model.json")
         bb = dict(meta["backbone"])
         backbone = BackboneSpec(name=bb.pop("name"), preset=bb.pop("preset", "default"),
                                 width=bb.pop("width", None), kwargs=bb)

@@ -14,8 +14,16 @@ from typing import Any
 
 import torch
 
-from umsrep.runner.stage import save_model_dir
 from umsrep.runner.store import atomic_write_json
+
+
+def save_model_dir(path: Path, model, meta: dict[str, Any]) -> None:
+    """A self-describing model folder: ``model.pt`` (state dict) + ``model.json`` (how to build)."""
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "model.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path / "model.pt")
+    atomic_write_json(meta, path / "model.json")
 
 
 def scored_epochs(fit_result, settings) -> dict[str, Any]:

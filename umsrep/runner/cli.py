@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from umsrep.config import output_folder
+from umsrep.config import output_folder, parse_set_options
+from umsrep.experiment import load_experiment
+from umsrep.runner.resume import check_resumable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,22 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # lazy: torch off `umsrep --help` and the config check
 
     return torch.cuda.is_available()
 
 
 def run(args: argparse.Namespace) -> int:
-    from umsrep.config import parse_set_options
-    from umsrep.experiment import load_experiment
-    from umsrep.runner.resume import check_resumable
-
     overrides = {"folds.run": args.folds} if args.folds else {}
     overrides |= parse_set_options(args.set)  # the user's --set wins
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
     if args.resume is not None:
         check_resumable(args.resume)
     # torch and the runner only once the experiment is valid: a bad file is refused in a second
+    # lazy: torch off `umsrep --help` and the config check
     from umsrep.runner.local import run_local
 
     device = args.device or ("cuda" if _cuda() else "cpu")

@@ -9,6 +9,7 @@ and the external test set.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from umsrep.data.cache import load_cache, prepare_cache
+from umsrep.data.importers import run_import
+from umsrep.data.manifest import load_manifest, manifest_label_columns, save_manifest
+from umsrep.data.splits import kfold_splits
+from umsrep.data.synthetic import synthesize
 from umsrep.experiment import Experiment, SourceConfig, resolve_path
+from umsrep.runner.store import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +61,6 @@ def source_manifest(exp: Experiment, src: SourceConfig, work: Path) -> Path:
     if src.manifest is not None:
         return resolve_path(exp, src.manifest)
     if src.synthetic is not None:
-        from umsrep.data.synthetic import synthesize
 
         out = work / "synthetic" / f"{src.synthetic}-n{src.n}-s{exp.data.image_size}-seed{src.seed}"
         manifest = out / "manifest.parquet"
@@ -63,7 +69,6 @@ def source_manifest(exp: Experiment, src: SourceConfig, work: Path) -> Path:
             return Path(synthesize(src.synthetic, n=src.n, size=max(exp.data.image_size, 64),
                                    seed=src.seed, out_dir=out))
         return manifest
-    from umsrep.data.importers import run_import
 
     raw = resolve_path(exp, src.path or "")
     digest = hashlib.sha256(f"{src.importer}:{raw}".encode()).hexdigest()[:12]
@@ -91,8 +96,6 @@ def _derived_files_missing(manifest: Path) -> bool:
 
 
 def _load_source(exp: Experiment, src: SourceConfig, work: Path) -> pd.DataFrame:
-    from umsrep.data.manifest import load_manifest
-
     df = load_manifest(source_manifest(exp, src, work))
     if src.split is not None:
         df = df[df["split"].astype("string") == src.split]
@@ -105,9 +108,6 @@ def _load_source(exp: Experiment, src: SourceConfig, work: Path) -> pd.DataFrame
 
 def materialize(exp: Experiment, num_workers: int | None = None) -> RunData:
     """Import/synthesize every source, prepare the shared cache and split the folds."""
-    from umsrep.data.cache import load_cache, prepare_cache
-    from umsrep.data.manifest import save_manifest
-    from umsrep.data.splits import kfold_splits
 
     work = Path(exp.data.cache_dir).expanduser().resolve()
     sections: dict[str, list[pd.DataFrame]] = {"pretrain": [], "train": [], "test": []}
@@ -154,8 +154,6 @@ _BASE_COLUMNS = {"sample_id", "patient_id", "dataset", "split", "image_path", "m
 
 
 def _label_columns(sections: dict[str, list[pd.DataFrame]]) -> set[str]:
-    from umsrep.data.manifest import manifest_label_columns
-
     cols: set[str] = set()
     for dfs in sections.values():
         for df in dfs:
@@ -165,7 +163,6 @@ def _label_columns(sections: dict[str, list[pd.DataFrame]]) -> set[str]:
 
 def save_run_data(data: RunData, run_dir: Path) -> None:
     """Positions and folds of a run, so Ray workers reuse them instead of re-splitting."""
-    from umsrep.runner.store import atomic_write_json
 
     arrays = {"pretrain": data.pretrain, "train": data.train, "external": data.external}
     for i, f in enumerate(data.folds):
@@ -179,10 +176,6 @@ def save_run_data(data: RunData, run_dir: Path) -> None:
 
 
 def load_run_data(run_dir: Path) -> RunData:
-    import json
-
-    from umsrep.data.cache import load_cache
-
     meta = json.loads((run_dir / "data.json").read_text())
     arrays = np.load(run_dir / "data.npz")
     folds = [Fold(arrays[f"fold{i}_train"], arrays[f"fold{i}_val"], arrays[f"fold{i}_test"])

@@ -38,18 +38,21 @@ import torch
 
 from umsrep.models.ensemble import MeanEnsemble
 from umsrep.predict import load_model_dir
-from umsrep.runner.execute import eval_splits, loaders_for, mask_cleanup
-from umsrep.runner.plan import Plan, Stage
-from umsrep.runner.stage import (
+from umsrep.runner.context import (
     StageContext,
+    eval_splits,
     labelled,
+    loaders_for,
+    mask_cleanup,
     noise_config,
-    stage_done,
-    write_stage_outputs,
 )
+from umsrep.runner.original_size import THRESHOLD, evaluate_original_size
+from umsrep.runner.outputs import stage_done, write_stage_outputs
+from umsrep.runner.plan import Plan, Stage
 from umsrep.runner.store import atomic_write_json
 from umsrep.runner.threshold import held_out_dice, threshold_record
 from umsrep.tasks import Task
+from umsrep.train.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +163,6 @@ def score_tasks(ctx: StageContext, model, tasks: list[Task], loaders: dict[str, 
                 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Segmentation at the original size (cut at ``thresholds``); other tasks as
     ``umsrep.train.evaluate`` scores a fold model."""
-    from umsrep.runner.original_size import THRESHOLD, evaluate_original_size
-    from umsrep.train.evaluate import evaluate
-
     others = [t for t in tasks if t.kind != "segmentation"]
     rows, preds = evaluate(model, others, {t.name: loaders[t.name] for t in others},
                            noise_config(ctx.exp), device=device,

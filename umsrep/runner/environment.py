@@ -23,6 +23,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from umsrep.runner.store import atomic_write_json
+
 FILE = "environment.json"
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout, when umsrep runs from one
 
@@ -86,7 +88,7 @@ def lock_differences(packages: dict[str, str], lock: dict[str, str]) -> dict[str
 
 def capture() -> dict:
     """The versions of this process's environment (see the module docstring)."""
-    import torch
+    import torch  # lazy: reading a run folder needs no torch
 
     packages = installed_packages()
     env = {
@@ -117,7 +119,6 @@ def write_environment(run_dir: Path) -> Path:
     """Write ``environment.json`` into a new run folder; on a resumed one whose environment
     differs (other than the time), write ``environment-resume-<UTC time>.json`` beside it.
     Returns the file written, or the existing one when nothing changed."""
-    from umsrep.runner.store import atomic_write_json
 
     run_dir = Path(run_dir)
     env = capture()

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umsrep.experiment import Experiment
+from umsrep.runner.context import StageContext, build_tasks
 from umsrep.runner.data import RunData, load_run_data, materialize, save_run_data
 from umsrep.runner.ensemble import run_ensembles
 from umsrep.runner.environment import write_environment
+from umsrep.runner.outputs import stage_done
 from umsrep.runner.plan import Plan, build_plan
 from umsrep.runner.runfolder import (
     check_resume_config,
@@ -17,7 +19,7 @@ from umsrep.runner.runfolder import (
     new_run_dir,
     write_config,
 )
-from umsrep.runner.stage import StageContext, build_tasks, run_stage, stage_done
+from umsrep.runner.stage import run_stage
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from umsrep.data import mask_path_column
+from umsrep.data.contrast import apply_contrast
 from umsrep.data.geometry import from_square
 from umsrep.data.io import ImageDecodeError, load_image, load_mask
 from umsrep.derive.postprocess import clean_mask
+from umsrep.derive.tta import segment_original
 from umsrep.metrics.segmentation import compute_dice_per_image, compute_iou_per_image
 from umsrep.strategies._step import move_batch
 from umsrep.tasks import Task
@@ -126,8 +128,6 @@ def tta_probabilities(model, task: Task, sample_ids: list[str], index: pd.DataFr
                       contrast: str = "none") -> dict[str, np.ndarray]:
     """``{sample_id: probabilities [H, W]}`` at the original size, averaged over ``fits``;
     each original normalized by ``contrast`` first, as the cache did (umsrep/data/contrast.py)."""
-    from umsrep.data.contrast import apply_contrast
-    from umsrep.derive.tta import segment_original
 
     paths = dict(zip(index["sample_id"].astype(str), index["image_path"], strict=True))
     out = {}

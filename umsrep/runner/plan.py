@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from umsrep.config import to_dict
+from umsrep.data.contrast import contrast_key
 from umsrep.experiment import Experiment
 
 
@@ -58,7 +59,6 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     # the hash, so keys of earlier runs without them stay valid
     extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
     if exp.data.contrast != "none":  # a changed method (its VERSION) trains a new backbone
-        from umsrep.data.contrast import contrast_key  # cv2 + numpy only
 
         extra += (f"contrast={contrast_key(exp.data.contrast)}",)
     backbone = to_dict(exp.backbone)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from umsrep.config import UserError
 
 # what prepare_run(resume=...) reads before anything else (runfolder.py, data.py)
@@ -14,7 +16,6 @@ RESUME_FILES = ("config.yaml", "data.json", "data.npz")
 
 def check_resumable(run_dir: Path) -> Path:
     """``run_dir`` if it can be resumed, else a ``UserError`` naming it and what is wrong."""
-    import yaml
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from umsrep.config import to_dict
+from umsrep.config import ConfigError, to_dict
 from umsrep.experiment import (
     BackboneConfig,
     BaselineConfig,
@@ -17,10 +18,11 @@ from umsrep.experiment import (
     EvaluationConfig,
     Experiment,
     FoldsConfig,
-    TrainSettings,
+    TrainConfig,
 )
 from umsrep.runner.environment import write_environment
 from umsrep.runner.plan import Plan
+from umsrep.runner.samples import compose_samples
 from umsrep.runner.store import atomic_write_parquet, atomic_write_yaml, read_json
 from umsrep.schema import (
     CURVES_COLUMNS,
@@ -67,9 +69,7 @@ RESUME_FREE_DATA = ("root", "cache_dir")
 
 def check_resume_config(run_dir: Path, exp: Experiment) -> None:
     """Refuse to resume ``run_dir`` with settings its finished stages were not trained with."""
-    import yaml
 
-    from umsrep.config import ConfigError
 
     path = run_dir / "config.yaml"
     if not path.exists():
@@ -91,7 +91,7 @@ def section_defaults() -> dict[str, dict]:
     """The default of every experiment section that has one, as plain data."""
     return {"data": to_dict(DataConfig()), "backbone": to_dict(BackboneConfig()),
             "baseline": to_dict(BaselineConfig()), "folds": to_dict(FoldsConfig()),
-            "train": to_dict(TrainSettings()), "evaluation": to_dict(EvaluationConfig())}
+            "train": to_dict(TrainConfig()), "evaluation": to_dict(EvaluationConfig())}
 
 
 def _added_defaults_dropped(old, new, default):
@@ -137,8 +137,6 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
     }
     for name, (df, cols) in tables.items():
         atomic_write_parquet(df.astype(cols), run_dir / name)
-    from umsrep.runner.samples import compose_samples
-
     compose_samples(run_dir)
     return {name: len(df) for name, (df, _) in tables.items()}
 

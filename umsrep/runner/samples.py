@@ -24,6 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from umsrep.derive import grad_cam, overlay_heatmap
+from umsrep.noise import add_noise
+from umsrep.predict import gradcam_layer
+from umsrep.runner.context import eval_splits, labelled, make_dataset
 from umsrep.runner.store import atomic_write_parquet
 from umsrep.schema import SAMPLES_COLUMNS
 from umsrep.tasks import Task
@@ -58,8 +62,6 @@ def _upscale_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 def denoise_triptych(model, task: Task, batch: dict[str, Any], seed: int) -> list[np.ndarray]:
     """``[D, 3D + 4]`` uint8 noisy | denoised | clean images, one per batch item."""
-    from umsrep.noise import add_noise
-
     x, mean = batch["image"], batch["image_mean"]
     gen = torch.Generator(device=x.device).manual_seed(seed)
     noisy = add_noise(x, mean, NOISE_KIND, NOISE_SIGMA, generator=gen)
@@ -94,9 +96,6 @@ def gradcam_overlays(
     model, task: Task, batch: dict[str, Any]
 ) -> tuple[list[np.ndarray], list[int]]:
     """``([D, D, 3]`` BGR Grad-CAM overlays, predicted class indices)``."""
-    from umsrep.derive import grad_cam, overlay_heatmap
-    from umsrep.predict import gradcam_layer
-
     x, mean = batch["image"], batch["image_mean"].view(-1, 1, 1, 1)
     with torch.no_grad():
         pred = model.forward_task(x, task.name).argmax(dim=1).cpu().tolist()
@@ -110,8 +109,6 @@ def gradcam_overlays(
 
 
 def _first_batch(ctx, positions: np.ndarray, task: Task, n: int, device) -> dict[str, Any] | None:
-    from umsrep.runner.stage import labelled, make_dataset
-
     pos = labelled(ctx, np.asarray(positions), task)[:n]
     if len(pos) == 0:
         return None
@@ -211,11 +208,9 @@ def compose_samples(run_dir: Path) -> int:
 def write_stage_samples(
     ctx, stage, model, tasks: list[Task], strategy: str, out_dir: Path | None = None
 ) -> None:
-    """``write_samples`` on the stage's test images, called by ``umsrep.runner.execute`` on rank 0
+    """``write_samples`` on the stage's test images, called by ``umsrep.runner.kinds`` on rank 0
     after the model is saved. Skipped for Tune trials (``out_dir`` outside ``<run>/stages``);
     a failure is logged, never fails the stage (galleries are optional)."""
-    from umsrep.runner.execute import eval_splits
-
     stage_dir = Path(ctx.run_dir) / "stages" / stage.id
     if out_dir is not None and Path(out_dir).resolve() != stage_dir.resolve():
         return

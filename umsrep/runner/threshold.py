@@ -23,7 +23,7 @@ import torch
 
 from umsrep.derive.postprocess import clean_mask
 from umsrep.metrics.segmentation import compute_dice_per_image
-from umsrep.runner.stage import StageContext, labelled, make_dataset, make_loader
+from umsrep.runner.context import StageContext, labelled, make_dataset, make_loader
 from umsrep.strategies._step import move_batch
 from umsrep.tasks import Task
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
+from umsrep.losses import LOSSES
 from umsrep.models.multitask import MultiTaskModel
+from umsrep.noise import sample_noise
 from umsrep.tasks import Task
 
 
@@ -27,7 +29,6 @@ def move_batch(batch: dict[str, Any], device: torch.device | str, channels_last:
 
 def make_noisy(batch: dict[str, Any], noise_cfg: Any, generator: torch.Generator | None):
     """The noisy version of ``batch["image"]`` (same shape and scale), by ``umsrep.noise``."""
-    from umsrep.noise import sample_noise  # lazy: the noise module sits beside the models
 
     return sample_noise(batch["image"], batch["image_mean"], noise_cfg, generator)
 
@@ -49,7 +50,6 @@ def compute_losses(
     A sample without a target for a task contributes nothing to that task's loss (the loss
     functions of ``umsrep.losses.LOSSES`` take the ``valid`` mask).
     """
-    from umsrep.losses import LOSSES
 
     names = list(task_names)
     need_noise = noisy_inputs or any(tasks[n].kind == "denoise" for n in names)

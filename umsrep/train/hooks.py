@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from umsrep.strategies import Strategy, compute_losses, move_batch
+from umsrep.train.evaluate import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ class ValidationHook(Hook):
             total += value
         state.metrics["val/loss"] = total
         if self.with_metrics:
-            from umsrep.train.evaluate import evaluate
 
             tasks = [strategy.tasks[n] for n in self.loaders]
             rows, _ = evaluate(

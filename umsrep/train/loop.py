@@ -2,10 +2,11 @@
 
 Usage (one stage, one process)::
 
-    seed_everything(cfg.seed)
+    seed_everything(seed)
     model = MultiTaskModel(backbone, heads)
-    strategy = build_strategy("joint", model, tasks, **strategy_options(cfg), noise_cfg=noise)
-    result = fit(model, strategy, train_loaders, val_loaders, cfg)
+    strategy = build_strategy("joint", model, tasks, **strategy_options(cfg, "cpu", seed),
+                              noise_cfg=noise)
+    result = fit(model, strategy, train_loaders, val_loaders, cfg, seed=seed)
 
 A Ray Train worker passes ``report=lambda epoch, metrics, ckpt_dir: ray.train.report(...)``.
 """
@@ -18,12 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from umsrep.config import from_dict
 from umsrep.models.multitask import count_trainable_params
 from umsrep.strategies import Strategy
 from umsrep.train.checkpoint import (
@@ -34,6 +34,7 @@ from umsrep.train.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from umsrep.train.config import TrainConfig
 from umsrep.train.hooks import (
     BestWeightsHook,
     EarlyStoppingHook,
@@ -45,34 +46,6 @@ from umsrep.train.hooks import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 16  # used by whoever builds the DataLoaders; recorded with the run
-    lr: float = 1e-3
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = 0.0
-    patience: int = 10  # early stopping: epochs without improvement; 0 disables
-    plateau_patience: int = 5  # reduce-on-plateau; 0 disables
-    plateau_factor: float = 0.5
-    monitor: str = "val/loss"  # a key of the epoch metrics (train/..., val/..., val/score)
-    mode: Literal["min", "max"] = "min"
-    device: str = "cpu"
-    precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (umsrep/precision.py)
-    channels_last: bool = True  # NHWC model and batches
-    val_every: int = 1  # validate every N epochs (and after the last); patience stays in epochs
-    seed: int = 0
-    max_steps_per_epoch: int | None = None  # cap for smoke tests
-    val_metrics: bool = False  # also compute task metrics on validation each epoch
-    checkpoint_dir: str | None = None  # last.pt written here each epoch
-    resume: bool = True  # continue from checkpoint_dir/last.pt when it exists
-    restore_best: bool = True  # end with the weights of the best epoch
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], key: str = "train") -> TrainConfig:
-        return from_dict(cls, data, key)
 
 
 @dataclass
@@ -89,15 +62,15 @@ class FitResult:
     other_weights: dict[str, torch.Tensor] | None = None
 
 
-def strategy_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The strategy keywords a TrainConfig sets (optimizer, lr, weight decay, device, AMP)."""
+def strategy_options(cfg: TrainConfig, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """The strategy keywords of a stage (optimizer, lr, weight decay, device, AMP, noise seed)."""
     return {
         "optimizer": cfg.optimizer,
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
-        "device": cfg.device,
+        "device": device,
         "precision": cfg.precision,
-        "noise_seed": cfg.seed,
+        "noise_seed": seed,
     }
 
 
@@ -166,10 +139,11 @@ def _summary(metrics: Mapping[str, float]) -> str:
     return " ".join(parts)
 
 
-def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader]) -> list[Hook]:
+def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader], seed: int = 0,
+                  val_metrics: bool = False) -> list[Hook]:
     hooks: list[Hook] = []
     if val_loaders:
-        hooks.append(ValidationHook(val_loaders, seed=cfg.seed, metrics=cfg.val_metrics))
+        hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics))
     if cfg.plateau_patience > 0:
         hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience))
     if cfg.patience > 0:
@@ -186,40 +160,44 @@ def fit(
     cfg: TrainConfig,
     hooks: Sequence[Hook] = (),
     report: Callable[[int, dict[str, float], Path | None], None] | None = None,
+    *,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    val_metrics: bool = False,
 ) -> FitResult:
-    """Train ``model`` with ``strategy`` for up to ``cfg.epochs`` epochs; see module doc.
+    """Train ``model`` with ``strategy`` (on its device) for up to ``cfg.epochs`` epochs.
 
-    Without validation loaders a ``val/...`` monitor falls back to ``train/loss``.
+    ``checkpoint_dir``: ``last.pt`` is written there after every epoch and, with ``resume``,
+    training continues from it; ``val_metrics``: task metrics on validation each epoch, not
+    only the losses. Without validation loaders a ``val/...`` monitor falls back to
+    ``train/loss``.
     """
-    device = torch.device(cfg.device)
-    if strategy.device != device:
-        raise ValueError(
-            f"the strategy runs on {strategy.device} but TrainConfig.device is "
-            f"{device}; build it with strategy_options(cfg)"
-        )
+    device = strategy.device
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     strategy.channels_last = cfg.channels_last
-    monitor = cfg.monitor
+    monitor = cfg.monitor_key
     if not val_loaders and monitor.startswith("val/"):
         logger.info("no validation data: monitoring train/loss instead of %s", monitor)
         monitor = "train/loss"
-    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     state = LoopState(
-        model=model, strategy=strategy, monitor=monitor, mode=cfg.mode, checkpoint_dir=ckpt_dir,
+        model=model, strategy=strategy, monitor=monitor, mode=cfg.monitor_mode,
+        checkpoint_dir=ckpt_dir,
         val_every=max(1, cfg.val_every), last_epoch=cfg.epochs - 1,
     )
-    own = default_hooks(cfg, val_loaders)
+    own = default_hooks(cfg, val_loaders, seed, val_metrics)
     reporters = [h for h in hooks if isinstance(h, ReportHook)]
     reporters += [ReportHook(report)] if report is not None else []
     all_hooks = own + [h for h in hooks if not isinstance(h, ReportHook)]
     trainable = count_trainable_params(model)
     for hook in all_hooks:
         hook.before_train(state)
-    seed_everything(cfg.seed)
+    seed_everything(seed)
     start_epoch, wall_before, stopped = 0, 0.0, False
-    if ckpt_dir is not None and cfg.resume and (ckpt_dir / LAST).is_file():
+    if ckpt_dir is not None and resume and (ckpt_dir / LAST).is_file():
         start_epoch, wall_before, stopped = _resume(ckpt_dir / LAST, state, all_hooks)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, 0 if stopped else cfg.epochs):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 
+from umsrep.data.importers import run_import
 from umsrep.data.synthetic._common import SyntheticBatch
 from umsrep.data.synthetic.cxr import generate_cxr
 from umsrep.data.synthetic.doppler import generate_doppler
@@ -78,7 +79,6 @@ def synthesize(kind: str, n: int, size: int = 64, seed: int = 0, *, out_dir: str
 
     Returns the manifest path, ``out_dir / "manifest.parquet"``. Same seed, same bytes.
     """
-    from umsrep.data.importers import run_import  # imported late: importers import this package
 
     out_dir = Path(out_dir)
     batch = generate(kind, n, size, seed)

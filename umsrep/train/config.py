@@ -1,0 +1,73 @@
+"""``TrainConfig``: how one stage trains, the one shape of the experiment's ``train:`` and
+``backbone.train:`` sections and what ``umsrep.train.loop.fit`` reads.
+
+Where a stage runs (device, seed, its checkpoint folder) is not part of it: ``fit`` takes
+those as arguments. Light on purpose (no torch): the experiment file's loader imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from umsrep.config import ConfigError, from_dict
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16  # used by whoever builds the DataLoaders; recorded with the run
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = 0.0
+    patience: int = 10  # early stopping, epochs without improvement of the monitored metric; 0: off
+    # what early stopping, the plateau schedule and best-epoch selection watch: "loss" = the sum
+    # of the tasks' validation losses (min); "score" = the mean over the stage's tasks of each
+    # task's main validation metric (Dice, AUC (else accuracy), PSNR/50; max); or one key of the
+    # epoch metrics, e.g. "val/lung/dice" (max; min when it ends in "loss"). With several
+    # tasks, "loss" lets the noisiest loss decide: on cxr_public a joint stage stopped at epoch
+    # 17 of 36 with its lung Dice still rising, because the TB cross-entropy on 45 validation
+    # images swung by 40 % between epochs, and the restored epoch 11 had a lower lung Dice.
+    monitor: str = "loss"
+    plateau_patience: int = 5  # reduce-on-plateau; 0: off
+    plateau_factor: float = 0.5
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+    loader_workers: int = 0  # DataLoader workers per Train worker
+    # auto | fp32 | bf16 | fp16 (umsrep/precision.py): auto = bf16 autocast on a GPU that has it
+    # (else fp16 + GradScaler) and on a CPU with native bf16 (AVX-512 BF16/AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # NHWC memory format for model and batches (CPU and CUDA)
+    # validate (and report to Ray, checkpoint to Ray) every N epochs and after the last one;
+    # early stopping and the plateau schedule still count patience in epochs
+    val_every: int = 1
+    # which weights are scored and saved in the stage's checkpoint/: "best" = the epoch with the
+    # best validation value of the early-stopping monitor (choosing that epoch is what the
+    # validation split is for; later epochs have begun to overfit), "last" = the final epoch.
+    # The other is kept too, in checkpoint_last/ or checkpoint_best/.
+    checkpoint: Literal["best", "last"] = "best"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], key: str = "train") -> TrainConfig:
+        return from_dict(cls, data, key)
+
+    def validate(self, key: str) -> None:
+        if self.val_every < 1:
+            raise ConfigError(f"{key}.val_every", "must be at least 1")
+        if self.monitor not in ("loss", "score") and not self.monitor.startswith(
+                ("val/", "train/")):
+            raise ConfigError(f"{key}.monitor", f"{self.monitor!r}: use loss, score or a "
+                              "metric key such as val/<task>/dice")
+
+    @property
+    def monitor_key(self) -> str:
+        """The epoch-metrics key the loop watches."""
+        return {"loss": "val/loss", "score": "val/score"}.get(self.monitor, self.monitor)
+
+    @property
+    def monitor_mode(self) -> Literal["min", "max"]:
+        return "min" if self.monitor_key.endswith("loss") else "max"
+
+    @property
+    def restore_best(self) -> bool:
+        """End with the best epoch's weights (``checkpoint: best``)."""
+        return self.checkpoint == "best"
