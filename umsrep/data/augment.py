@@ -14,7 +14,10 @@ a seeded run (``torch.manual_seed``, the DataLoader's per-worker seeds) repeats 
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -172,10 +175,107 @@ def build_cxr_robust_augment(
 def build_augment(name: str) -> Augment | None:
     """The training augmentation ``data.augment`` names (None for ``"none"``)."""
     if name == "cxr":
-        return build_cxr_augment()
+        return CxrAugment()
     if name == "cxr_robust":
-        return build_cxr_robust_augment()
+        return CxrAugment(robust=True)
     if name == "none":
         return None
     raise ValueError(f"data.augment {name!r} unknown; use one of {list(AUGMENTS)}")
 
+
+
+# ----------------------------------------------------------------------------- fast path
+class CxrAugment:
+    """``cxr`` / ``cxr_robust`` as one warp per image: what ``build_augment`` returns.
+
+    The same random transforms as the ``v2`` pipelines above (``build_cxr_augment``,
+    ``build_cxr_robust_augment``, kept as their readable reference), applied in one pass:
+    intensity first (``robust``: gamma, washout; then brightness/contrast jitter), then every
+    geometric transform composed into one affine map per image (aspect jitter, rotation,
+    translation, zoom and, ``robust``, the shrunk image in a black frame) and applied with one
+    ``grid_sample`` to the image (bilinear) and one to the masks (nearest), then (``robust``)
+    the black edge bands. Outside the image stays black (0) and mask 0, as real padding.
+
+    Why: the ``v2`` pipelines cost 1.2-1.4 ms per 128 px image in the training process
+    (resize, affine and pad calls per transform and per mask), about a third of a
+    ``cxr_public`` stage's time next to a bf16 training step of ~2.5 ms per image; this path
+    costs ~0.2 ms. Parameters are drawn from torch's global generator, as the ``v2`` ones, so
+    a seeded run repeats itself. Images are square (the cache's ``S x S``).
+    """
+
+    def __init__(self, robust: bool = False, rotation: float = 5.0, translate: float = 0.05,
+                 scale: tuple[float, float] = (0.9, 1.1), aspect: tuple[float, float] = (0.85,
+                                                                                         1.15),
+                 brightness: float = 0.1, contrast: float = 0.1, gamma: float = 0.5,
+                 washout: float = 0.3, frame: float = 0.25, bands: float = 0.4) -> None:
+        self.robust = robust
+        self.rotation, self.translate, self.scale, self.aspect = rotation, translate, scale, aspect
+        self.brightness, self.contrast = brightness, contrast
+        self.gamma = RandomGamma(gamma)
+        self.washout = RandomWashout(washout)
+        self.frame = RandomShrinkFrame(frame)
+        self.bands = RandomBorderBands(bands)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+        """``image`` [1, S, S] float 0-1, ``mask`` [C, S, S] uint8 0/1 -> the same, augmented."""
+        image = torch.as_tensor(image).as_subclass(torch.Tensor)
+        mask = torch.as_tensor(mask).as_subclass(torch.Tensor)
+        if self.robust:
+            g = self.gamma.make_params([])["gamma"]
+            if g is not None:
+                image = image.clamp(0, 1) ** g
+            w = self.washout.make_params([])
+            if w["floor"] is not None:
+                image = w["floor"] + (w["ceiling"] - w["floor"]) * image.clamp(0, 1)
+        image = self._jitter(image)
+        theta = self._theta()
+        image, mask = _warp(image, mask, theta)
+        if self.robust:
+            params = self.bands.make_params([])
+            if params["bands"]:
+                image = self.bands.transform(tv_tensors.Image(image), params)
+                mask = self.bands.transform(tv_tensors.Mask(mask), params)
+                image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return image, mask
+
+    def _jitter(self, image: torch.Tensor) -> torch.Tensor:
+        """Brightness then contrast factors in ``1 +- brightness / contrast`` (ColorJitter's)."""
+        b = _draw(1 - self.brightness, 1 + self.brightness) if self.brightness else 1.0
+        c = _draw(1 - self.contrast, 1 + self.contrast) if self.contrast else 1.0
+        image = (image * b).clamp(0, 1)
+        mean = image.mean()
+        return ((image - mean) * c + mean).clamp(0, 1)
+
+    def _theta(self) -> torch.Tensor:
+        """[2, 3]: output -> input coordinates (``affine_grid``'s, normalized to -1..1) of the
+        composed forward map frame . affine . aspect."""
+        r = _draw(*self.aspect)
+        aspect = torch.diag(torch.tensor([r, 1.0, 1.0]) if int(torch.randint(0, 2, ())) else
+                            torch.tensor([1.0, r, 1.0]))
+        angle = math.radians(_draw(-self.rotation, self.rotation))
+        s = _draw(*self.scale)
+        tx, ty = (2 * _draw(-self.translate, self.translate) for _ in range(2))
+        cos, sin = math.cos(angle) * s, math.sin(angle) * s
+        affine = torch.tensor([[cos, -sin, tx], [sin, cos, ty], [0.0, 0.0, 1.0]])
+        forward = affine @ aspect
+        if self.robust:
+            f = self.frame.make_params([])
+            if f["scale"] is not None:
+                k = f["scale"]
+                frame = torch.tensor([[k, 0.0, (1 - k) * (2 * f["x"] - 1)],
+                                      [0.0, k, (1 - k) * (2 * f["y"] - 1)], [0.0, 0.0, 1.0]])
+                forward = frame @ forward
+        return torch.linalg.inv(forward)[:2]
+
+
+def _warp(image: torch.Tensor, mask: torch.Tensor,
+          theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` [1, S, S] (bilinear) and ``mask`` [C, S, S] (nearest) through ``theta``."""
+    grid = F.affine_grid(theta[None].to(image.dtype), [1, 1, *image.shape[-2:]],
+                         align_corners=False)
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)[0]
+    masks = F.grid_sample(mask[None].to(image.dtype), grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)[0]
+    return out.clamp(0, 1), masks.to(mask.dtype)
