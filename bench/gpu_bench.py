@@ -34,9 +34,11 @@ import torch
 
 from umsrep.data.synthetic import generate
 from umsrep.experiment import Experiment, load_experiment
-from umsrep.models import MultiTaskModel, build_backbone, build_head
+from umsrep.models import ModelSpec, MultiTaskModel, build_model
 from umsrep.models.multitask import count_trainable_params
+from umsrep.models.spec import DENOISE
 from umsrep.noise import NoiseConfig
+from umsrep.runner.network import backbone_spec
 from umsrep.strategies import build_strategy
 from umsrep.tasks import Task
 from umsrep.train.loop import run_epoch
@@ -95,27 +97,14 @@ def scenario_tasks(exp: Experiment) -> list[Task]:
     ]
 
 
-def build_model(exp: Experiment, stage: str, tasks: list[Task]) -> tuple[MultiTaskModel, list]:
-    bb_cfg = exp.backbone
-    backbone = build_backbone(
-        bb_cfg.name, preset=bb_cfg.preset, width=bb_cfg.width, **bb_cfg.kwargs
-    )
-    if stage == "pretrain":
-        task = Task(name="denoise", kind="denoise")
-        head = build_head(bb_cfg.head, backbone, preset=bb_cfg.preset, width=bb_cfg.width)
-        return MultiTaskModel(backbone, {"denoise": head}), [task]
-    heads = {
-        t.name: build_head(
-            t.head,
-            backbone,
-            num_classes=t.num_classes,
-            preset=bb_cfg.preset,
-            width=bb_cfg.width,
-            **t.head_kwargs,
-        )
-        for t in tasks
-    }
-    return MultiTaskModel(backbone, heads), tasks
+def build_bench_model(exp: Experiment, stage: str,
+                      tasks: list[Task]) -> tuple[MultiTaskModel, list[Task]]:
+    """The stage's network as umsrep builds it (``ModelSpec`` -> ``build_model``): the
+    pretraining denoiser, or the backbone with every task's head."""
+    tasks = [DENOISE] if stage == "pretrain" else tasks
+    spec = ModelSpec(backbone=backbone_spec(exp), tasks=tuple(tasks),
+                     image_size=exp.data.image_size)
+    return build_model(spec), tasks
 
 
 def sync(device: torch.device) -> None:
@@ -137,7 +126,7 @@ def measure(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(exp.seed)
-    model, tasks = build_model(exp, stage, scenario_tasks(exp))
+    model, tasks = build_bench_model(exp, stage, scenario_tasks(exp))
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -73,14 +73,16 @@ def bench_experiment(size: int, images: int, epochs: int, batch: int, source: Pa
 
 def raw_throughput(exp, size: int, batch: int, steps: int) -> dict[str, float]:
     """images/s of bare joint steps on the experiment's model, per VARIANTS entry."""
-    from umsrep.models import MultiTaskModel, build_backbone, build_head
+    from umsrep.models import ModelSpec, build_model
     from umsrep.noise import NoiseConfig
+    from umsrep.runner.network import backbone_spec
     from umsrep.strategies import build_strategy
     from umsrep.tasks import Task
 
     tasks = [Task(name=t.name, kind=t.kind, column=t.column if t.kind == "classification" else "",
                   classes=("0", "1") if t.kind == "classification" else None, head=t.head,
                   head_kwargs=dict(t.head_kwargs), loss=t.loss) for t in exp.tasks]
+    spec = ModelSpec(backbone=backbone_spec(exp), tasks=tuple(tasks), image_size=size)
     g = torch.Generator().manual_seed(0)
 
     def make_batch() -> dict:
@@ -101,10 +103,7 @@ def raw_throughput(exp, size: int, batch: int, steps: int) -> dict[str, float]:
         # emulated bf16 runs at a few images/s: two steps say enough about it
         n_steps = steps if precision != "bf16" or cpu_has_native_bf16() else min(steps, 2)
         torch.manual_seed(0)
-        kw = {"preset": exp.backbone.preset, "width": exp.backbone.width}
-        bb = build_backbone(exp.backbone.name, **kw, **exp.backbone.kwargs)
-        model = MultiTaskModel(bb, {t.name: build_head(t.head, bb, num_classes=t.num_classes,
-                                                       **kw, **t.head_kwargs) for t in tasks})
+        model = build_model(spec)  # as a stage builds it (umsrep.runner.network)
         if cl:
             model = model.to(memory_format=torch.channels_last)
         opts = dict(exp.strategies[0].options)
