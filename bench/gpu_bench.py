@@ -87,14 +87,8 @@ def make_batches(n_batches: int, batch_size: int, size: int, device: torch.devic
 
 def scenario_tasks(exp: Experiment) -> list[Task]:
     """The experiment's target tasks; the Shenzhen 0/1 ``abnormal`` labels as classes."""
-    return [
-        Task.from_config(
-            replace(tc, classes=["0", "1"])
-            if tc.kind == "classification" and tc.classes is None
-            else tc
-        )
-        for tc in exp.tasks
-    ]
+    return [replace(t, classes=("0", "1")) if t.kind == "classification" and t.classes is None
+            else t for t in exp.tasks]
 
 
 def build_bench_model(exp: Experiment, stage: str,

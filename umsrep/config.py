@@ -136,7 +136,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, key: str = "") -> T:
             kwargs[name] = _convert(data[name], hints[name], sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(sub, "is required")
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:  # a dataclass's own check names a field of it
+        raise ConfigError(f"{key}.{exc.key}" if key else exc.key, exc.reason) from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate(key)

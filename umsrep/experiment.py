@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from umsrep.config import ConfigError, from_dict, load_yaml, resolve_base, to_dict
-from umsrep.data import is_mask_column
 from umsrep.schema import SEGMENTATION_CORRECT_IOU
+from umsrep.tasks import Task
 from umsrep.train.config import TrainConfig
 from umsrep.validate import check_registered
 
@@ -110,29 +110,6 @@ class BackboneConfig:
     noise: NoiseSettings = field(default_factory=NoiseSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra backbone constructor arguments
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str
-    kind: Literal["classification", "segmentation", "denoise"]
-    column: str = ""  # label column; "mask" / "mask_<name>" for segmentation; "" for denoise
-    classes: list[str] | None = None  # label values in class-index order; others = missing
-    head: str = "classification"
-    head_kwargs: dict[str, Any] = field(default_factory=dict)
-    loss: str = "cross_entropy"
-    loss_weight: float = 1.0  # joint strategy, fixed weighting
-
-    def validate(self, key: str) -> None:
-        if self.kind == "segmentation" and not is_mask_column(self.column or "mask"):
-            raise ConfigError(f"{key}.column", "a segmentation task's target is 'mask' or "
-                              "'mask_<name>' (a manifest column mask_<name>_path)")
-        if self.kind == "classification" and not self.column:
-            raise ConfigError(f"{key}.column", "a classification task needs a label column")
-        if self.kind == "classification" and self.head.startswith("seg"):
-            raise ConfigError(f"{key}.head", f"{self.head!r} is a segmentation head")
-        if self.kind == "segmentation" and self.head == "classification":
-            raise ConfigError(f"{key}.head", "a segmentation task needs a segmentation head")
 
 
 @dataclass(frozen=True)
@@ -269,7 +246,7 @@ class TrackingConfig:
 class Experiment:
     name: str
     data: DataConfig
-    tasks: list[TaskConfig]
+    tasks: list[Task]
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     strategies: list[StrategyConfig] = field(
         default_factory=lambda: [StrategyConfig("independent"), StrategyConfig("alternating"),
@@ -324,7 +301,7 @@ class Experiment:
                         )
 
     # ------------------------------------------------------------------ helpers
-    def task(self, name: str) -> TaskConfig:
+    def task(self, name: str) -> Task:
         for t in self.tasks:
             if t.name == name:
                 return t

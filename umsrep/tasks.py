@@ -16,13 +16,14 @@ through a default-collate DataLoader::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from umsrep.config import from_dict
+from umsrep.config import ConfigError, from_dict
 from umsrep.data import is_mask_column
+
+if TYPE_CHECKING:  # annotations only: an experiment file's tasks load without torch
+    import torch
 
 TaskKind = Literal["classification", "segmentation", "denoise"]
 
@@ -36,11 +37,12 @@ _DEFAULT_LOSS = {"classification": "cross_entropy", "segmentation": "bce_dice", 
 
 @dataclass(frozen=True)
 class Task:
-    """One target task of a multi-task model.
+    """One target task of a multi-task model, and an experiment file's ``tasks:`` entry.
 
     ``column`` is the label column (classification), ``"mask"`` or ``"mask_<name>"``
     (segmentation: the manifest's ``mask_path`` / ``mask_<name>_path``, e.g. ``mask_heart``) or
-    ``""`` (denoise). ``classes`` lists label values in class-index order (classification only).
+    ``""`` (denoise). ``classes`` lists label values in class-index order (classification only;
+``None`` in an experiment file: the runner takes the label column's values, ``build_tasks``).
     ``head``/``loss`` default to the kind's usual head and loss (``classification`` /
     ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``).
     """
@@ -55,51 +57,52 @@ class Task:
     loss_weight: float = 1.0  # joint strategy, fixed weighting
 
     def __post_init__(self) -> None:
+        """Kind-based defaults and the checks that need no data. Mistakes raise
+        ``ConfigError`` naming the field (an experiment file's loader adds ``tasks[i].``)."""
         if self.kind not in _DEFAULT_HEAD:
-            raise ValueError(
-                f"task {self.name!r}: kind {self.kind!r} is not one of {', '.join(_DEFAULT_HEAD)}"
-            )
+            raise ConfigError("kind", f"{self.kind!r} is not one of {', '.join(_DEFAULT_HEAD)}")
         if not self.head:
             object.__setattr__(self, "head", _DEFAULT_HEAD[self.kind])
         if not self.loss:
             object.__setattr__(self, "loss", _DEFAULT_LOSS[self.kind])
         if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(self.classes))
-        if self.kind == "classification":
-            if not self.column:
-                raise ValueError(f"task {self.name!r}: a classification task needs a column")
-            if not self.classes or len(self.classes) < 2:
-                raise ValueError(
-                    f"task {self.name!r}: give at least two classes (label values in "
-                    f"class-index order), got {self.classes!r}"
-                )
-        if self.kind == "segmentation" and not is_mask_column(self.column or "mask"):
-            raise ValueError(
-                f"task {self.name!r}: a segmentation task's column is 'mask' or 'mask_<name>' "
-                f"(a manifest column mask_<name>_path), got {self.column!r}"
-            )
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         if self.kind == "segmentation" and not self.column:
             object.__setattr__(self, "column", "mask")
+        if self.kind == "classification":
+            if not self.column:
+                raise ConfigError("column", "a classification task needs a label column")
+            if self.classes is not None and len(self.classes) < 2:
+                raise ConfigError("classes", "give at least two classes (label values in "
+                                  f"class-index order), got {list(self.classes)}")
+            if self.head.startswith("seg"):
+                raise ConfigError("head", f"{self.head!r} is a segmentation head")
+        if self.kind == "segmentation":
+            if not is_mask_column(self.column):
+                raise ConfigError("column", "a segmentation task's target is 'mask' or "
+                                  "'mask_<name>' (a manifest column mask_<name>_path), got "
+                                  f"{self.column!r}")
+            if self.head == "classification":
+                raise ConfigError("head", "a segmentation task needs a segmentation head")
         if self.kind == "denoise" and self.column:
-            raise ValueError(f"task {self.name!r}: a denoise task has no label column")
+            raise ConfigError("column", "a denoise task has no label column")
         if self.loss_weight < 0:
-            raise ValueError(f"task {self.name!r}: loss_weight must be >= 0")
+            raise ConfigError("loss_weight", "must be >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], key: str = "task") -> Task:
         """Build a Task from a mapping; unknown keys raise ``ConfigError`` naming the key."""
         return from_dict(cls, data, key)
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> Task:
-        """From any object with Task's attributes, e.g. ``umsrep.experiment.TaskConfig``
-        (fields a Task does not have are ignored)."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
-
     @property
     def num_classes(self) -> int:
         """Head output channels: ``len(classes)`` for classification, 1 otherwise."""
-        return len(self.classes) if self.kind == "classification" else 1
+        if self.kind != "classification":
+            return 1
+        if self.classes is None:
+            raise ValueError(f"task {self.name!r}: its classes are not known yet (an "
+                             "experiment's task gets them from the data: build_tasks)")
+        return len(self.classes)
 
     def target(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(target, valid)`` of this task in ``batch``; ``valid`` is a ``[B]`` bool tensor.
@@ -113,12 +116,12 @@ class Task:
         """
         image = batch["image"]
         if self.kind == "denoise":
-            return image, torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
+            return image, image.new_ones(image.shape[0]).bool()
         if self.kind == "segmentation":
             if self.column not in batch:
                 raise KeyError(f"task {self.name!r}: the batch has no mask {self.column!r}; "
                                "give the dataset this task's TaskLabel")
-            return batch[self.column], batch[f"has_{self.column}"].to(torch.bool)
+            return batch[self.column], batch[f"has_{self.column}"].bool()
         labels = batch.get("labels", {})
         key = self.name if self.name in labels else self.column
         if key not in labels:

@@ -16,7 +16,8 @@ from umsrep.catalog import PRESETS, registered
 from umsrep.config import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
-    from umsrep.experiment import BackboneConfig, Experiment, StrategyConfig, TaskConfig
+    from umsrep.experiment import BackboneConfig, Experiment, StrategyConfig
+    from umsrep.tasks import Task
 
 # keywords the factories are given from elsewhere in the experiment: not options to set again
 # (the runner's build_backbone/build_head calls and execute.fit_model's strategy call)
@@ -78,7 +79,7 @@ def check_backbone(bb: BackboneConfig) -> None:
     check_name("backbone.head", "head", bb.head)
 
 
-def check_task(key: str, task: TaskConfig) -> None:
+def check_task(key: str, task: Task) -> None:
     accepted = check_name(f"{key}.head", "head", task.head)
     check_options(f"{key}.head_kwargs", task.head_kwargs, accepted, f"head {task.head!r}",
                   HEAD_SET)

@@ -253,6 +253,30 @@ def test_runs_made_before_train_checkpoint_existed_still_resume(tiny_config, tmp
     assert err.value.key == "train"
 
 
+def test_runs_made_before_tasks_had_one_shape_still_resume(tiny_config, tmp_path):
+    """Run folders of the TaskConfig days stored ``column: ''`` for a segmentation task's mask:
+    the same task now reads ``column: mask`` and still resumes; another loss is refused."""
+    import yaml
+
+    from umsrep.config import ConfigError
+    from umsrep.runner.runfolder import check_resume_config, write_config
+
+    exp = load_experiment(data=tiny_config)
+    write_config(tmp_path, exp)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    seg = [t for t in saved["experiment"]["tasks"] if t["kind"] == "segmentation"]
+    assert seg and all(t["column"] == "mask" for t in seg)
+    for t in seg:
+        t["column"] = ""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_resume_config(tmp_path, exp)
+    other = replace(exp, tasks=[replace(t, loss="mse") if t.kind == "segmentation" else t
+                                for t in exp.tasks])
+    with pytest.raises(ConfigError) as err:
+        check_resume_config(tmp_path, other)
+    assert err.value.key == "tasks"
+
+
 def test_report_tables_show_the_ensemble_beside_the_fold_statistics(two_fold_run):
     """The runner's own run folder through the analysis: fold statistics over the two folds,
     the ensemble in its own column, no test pairing the ensemble's rows."""

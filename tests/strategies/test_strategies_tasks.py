@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader
 from toy_multitask import NOISE, TASKS, ToyCxr, make_model
 
 from umsrep.config import ConfigError
-from umsrep.experiment import TaskConfig
 from umsrep.models import count_trainable_params
 from umsrep.strategies import DenoisedInput, build_strategy, compute_losses
 from umsrep.tasks import Task
@@ -32,16 +31,22 @@ def test_task_from_dict_defaults_and_refusals():
     assert (seg.column, seg.loss, seg.num_classes) == ("mask", "bce_dice", 1)
     with pytest.raises(ConfigError, match="colour"):
         Task.from_dict({"name": "x", "kind": "denoise", "colour": "red"})
-    with pytest.raises(ValueError, match="two classes"):
-        Task(name="x", kind="classification", column="c")
+    with pytest.raises(ConfigError, match="two classes"):
+        Task(name="x", kind="classification", column="c", classes=["only"])
     with pytest.raises(ConfigError, match="kind"):
         Task.from_dict({"name": "x", "kind": "regression"})
-    cfg = TaskConfig(
-        name="abn", kind="classification", column="abnormal", classes=["no", "yes"], loss_weight=2.0
-    )
-    assert Task.from_config(cfg) == Task(
-        name="abn", kind="classification", column="abnormal", classes=("no", "yes"), loss_weight=2.0
-    )
+    # an experiment file's task: classes come from the data later (build_tasks)
+    later = Task.from_dict({"name": "abn", "kind": "classification", "column": "abnormal"})
+    assert later.classes is None and later.head == "classification"
+    with pytest.raises(ValueError, match="classes are not known yet"):
+        later.num_classes  # noqa: B018
+    with pytest.raises(ConfigError, match=r"^tasks\[0\].head: 'seg_cdae' is a segmentation"):
+        Task.from_dict({"name": "x", "kind": "classification", "column": "c",
+                        "head": "seg_cdae"}, "tasks[0]")
+    assert Task.from_dict({"name": "abn", "kind": "classification", "column": "abnormal",
+                           "classes": ["no", "yes"], "loss_weight": 2.0}) == Task(
+        name="abn", kind="classification", column="abnormal", classes=("no", "yes"),
+        loss_weight=2.0)
 
 
 def test_task_targets_and_valid_masks():

@@ -75,6 +75,8 @@ class ModelSpec:
                     loss=t.get("loss") or ""))
             except ValueError as exc:
                 raise ValueError(f"model.json: {exc}") from None
+            if tasks[-1].kind == "classification" and tasks[-1].classes is None:
+                raise ValueError(f"model.json: task {t['name']!r} has no classes")
         return cls(backbone=backbone, tasks=tuple(tasks), image_size=int(meta["image_size"]),
                    baseline_arch=meta.get("baseline_arch"),
                    denoised_input=bool(meta.get("denoised_input")))

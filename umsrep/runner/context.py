@@ -52,25 +52,23 @@ class StageContext:
 
 # ----------------------------------------------------------------------------- tasks
 def build_tasks(exp: Experiment, index: pd.DataFrame) -> dict[str, Task]:
-    """Runner tasks from the experiment; classification classes default to the column's values."""
+    """The experiment's tasks, checked against the data; a classification task without
+    ``classes`` gets its label column's values (sorted, numbers by value)."""
     tasks = {}
-    for tc in exp.tasks:
-        classes = tc.classes
-        mask = tc.column or "mask"
-        if tc.kind == "segmentation" and not {f"has_{mask}", mask_path_column(mask)} & set(index):
+    for task in exp.tasks:
+        if task.kind == "segmentation" and not (
+                {f"has_{task.column}", mask_path_column(task.column)} & set(index)):
             known = sorted(c[len("has_"):] for c in index.columns if c.startswith("has_mask"))
-            raise ValueError(f"task {tc.name!r}: no mask column {mask!r} in the data (has: "
-                             f"{known}); import the masks as a {mask_path_column(mask)} column")
-        if tc.kind == "classification" and classes is None:
-            if tc.column not in index.columns:
-                raise ValueError(f"task {tc.name!r}: no label column {tc.column!r} in the data")
-            values = index[tc.column].dropna().unique()
-            classes = [str(v) for v in sorted(values, key=_sort_key)]
-        tasks[tc.name] = Task(
-            name=tc.name, kind=tc.kind, column=tc.column if tc.kind != "denoise" else "",
-            classes=tuple(classes) if classes else None, head=tc.head,
-            head_kwargs=dict(tc.head_kwargs), loss=tc.loss, loss_weight=tc.loss_weight,
-        )
+            raise ValueError(f"task {task.name!r}: no mask column {task.column!r} in the data "
+                             f"(has: {known}); import the masks as a "
+                             f"{mask_path_column(task.column)} column")
+        if task.kind == "classification" and task.classes is None:
+            if task.column not in index.columns:
+                raise ValueError(f"task {task.name!r}: no label column {task.column!r} in the "
+                                 "data")
+            values = index[task.column].dropna().unique()
+            task = replace(task, classes=tuple(str(v) for v in sorted(values, key=_sort_key)))
+        tasks[task.name] = task
     return tasks
 
 

@@ -59,7 +59,6 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     # the hash, so keys of earlier runs without them stay valid
     extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
     if exp.data.contrast != "none":  # a changed method (its VERSION) trains a new backbone
-
         extra += (f"contrast={contrast_key(exp.data.contrast)}",)
     backbone = to_dict(exp.backbone)
     for key, default in (("checkpoint", "best"), ("monitor", "loss")):  # defaults, as above

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -31,6 +32,7 @@ from umsrep.schema import (
     SCHEMA_VERSION,
     STAGES_COLUMNS,
 )
+from umsrep.tasks import Task
 
 
 def git_revision() -> str:
@@ -65,12 +67,11 @@ def write_config(run_dir: Path, exp: Experiment, extra: dict | None = None) -> N
 RESUME_FIXED = ("data", "tasks", "backbone", "strategies", "baseline", "folds", "train",
                 "evaluation", "seed")
 RESUME_FREE_DATA = ("root", "cache_dir")
+TASK_FIELDS = {f.name for f in dataclasses.fields(Task)}
 
 
 def check_resume_config(run_dir: Path, exp: Experiment) -> None:
     """Refuse to resume ``run_dir`` with settings its finished stages were not trained with."""
-
-
     path = run_dir / "config.yaml"
     if not path.exists():
         return
@@ -81,10 +82,26 @@ def check_resume_config(run_dir: Path, exp: Experiment) -> None:
         if key == "data" and isinstance(old, dict) and isinstance(new, dict):
             old = {k: v for k, v in old.items() if k not in RESUME_FREE_DATA}
             new = {k: v for k, v in new.items() if k not in RESUME_FREE_DATA}
+        if key == "tasks":
+            old = _tasks_as_now(old)
         new = _added_defaults_dropped(old, new, section_defaults().get(key))
         if key in before and old != new:
             raise ConfigError(key, f"differs from the run being resumed ({path}); resume with "
                                    "the same settings, or start a new run")
+
+
+def _tasks_as_now(tasks):
+    """A run folder's ``tasks`` as this umsrep writes them: run folders written before tasks
+    had one shape (``umsrep.tasks.Task``) kept ``column: ''`` for ``mask`` and generic defaults
+    for an unset head and loss."""
+    if not isinstance(tasks, list):
+        return tasks
+    try:
+        return [to_dict(Task.from_dict({k: v for k, v in t.items()
+                                        if v != "" and k in TASK_FIELDS}, "tasks"))
+                for t in tasks]
+    except (ConfigError, AttributeError, TypeError):
+        return tasks
 
 
 def section_defaults() -> dict[str, dict]:
