@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from umsrep.tasks import Task
 
 # keywords the factories are given from elsewhere in the experiment: not options to set again
-# (the runner's build_backbone/build_head calls and execute.fit_model's strategy call)
+# (the runner's build_backbone/build_head calls and kinds.fit_model's strategy call)
 BACKBONE_SET = {"width": "backbone.width", "preset": "backbone.preset"}
 HEAD_SET = {"num_classes": "the task's classes", "width": "backbone.width",
             "preset": "backbone.preset"}
