@@ -28,7 +28,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs, args.size = 1, 32
     from umsrep.precision import cpu_has_native_bf16
 
-    torch.set_num_threads(torch.get_num_threads())
     print(f"native bf16 {cpu_has_native_bf16()}, {args.epochs} epochs at {args.size} px, "
           f"seeds {args.seeds}")
     runs: dict[tuple[str, int], dict[str, list[float]]] = {}

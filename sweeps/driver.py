@@ -52,7 +52,7 @@ from umsrep.runner.store import atomic_write_json, atomic_write_parquet, read_js
 log = logging.getLogger(__name__)
 
 # the keys of a trial's config that are no hyperparameter (the rest are a sweep's sample)
-RESERVED = ("stage_id", "pack", "queue", "wave", "pack_size", "threads", "out_dir")
+RESERVED = ("stage_id", "pack", "queue", "wave", "pack_size", "threads")
 
 
 def template_of(stage: Stage) -> str:
@@ -165,12 +165,14 @@ def pack_trial(config: dict[str, Any], setup: Setup) -> None:
 
 def sweep_trial(config: dict[str, Any], setup: Setup) -> None:
     """Tune function of a sweep: the stage ``stage_id`` with the trial's sample (the config's
-    other keys) on top of nothing else, in its own folder ``<run>/tune/<template>/trials/``."""
+    other keys) over the stage's stored values, in its own folder
+    ``<run>/tune/<template>/trials/<trial id>``."""
     stage = setup.stages[config["stage_id"]]
     trial_id = ray.tune.get_context().get_trial_id()
     template = template_of(Stage(**_stage_args(stage)))
     loop = {**setup.loop_config(config.get("threads")), "stage": stage,
-            "hparams": flatten({k: v for k, v in config.items() if k not in RESERVED}),
+            "hparams": {**setup.hparams.get(stage["id"], {}),
+                        **flatten({k: v for k, v in config.items() if k not in RESERVED})},
             "out_dir": str(Path(setup.run_dir) / "tune" / template / "trials" / trial_id)}
     make_trainer(setup, loop, f"sweep-{template}-{trial_id}").fit()
 

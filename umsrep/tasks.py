@@ -42,7 +42,7 @@ class Task:
     ``column`` is the label column (classification), ``"mask"`` or ``"mask_<name>"``
     (segmentation: the manifest's ``mask_path`` / ``mask_<name>_path``, e.g. ``mask_heart``) or
     ``""`` (denoise). ``classes`` lists label values in class-index order (classification only;
-``None`` in an experiment file: the runner takes the label column's values, ``build_tasks``).
+    ``None`` in an experiment file: the runner takes the label column's values, ``build_tasks``).
     ``head``/``loss`` default to the kind's usual head and loss (``classification`` /
     ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``).
     """
@@ -57,10 +57,11 @@ class Task:
     loss_weight: float = 1.0  # joint strategy, fixed weighting
 
     def __post_init__(self) -> None:
-        """Kind-based defaults and the checks that need no data. Mistakes raise
-        ``ConfigError`` naming the field (an experiment file's loader adds ``tasks[i].``)."""
+        """Kind-based defaults and the checks that need no data. A mistake raises
+        ``ConfigError`` naming the field and the task (an experiment file's loader puts
+        ``tasks[i].`` before the field)."""
         if self.kind not in _DEFAULT_HEAD:
-            raise ConfigError("kind", f"{self.kind!r} is not one of {', '.join(_DEFAULT_HEAD)}")
+            self._refuse("kind", f"{self.kind!r} is not one of {', '.join(_DEFAULT_HEAD)}")
         if not self.head:
             object.__setattr__(self, "head", _DEFAULT_HEAD[self.kind])
         if not self.loss:
@@ -71,23 +72,25 @@ class Task:
             object.__setattr__(self, "column", "mask")
         if self.kind == "classification":
             if not self.column:
-                raise ConfigError("column", "a classification task needs a label column")
+                self._refuse("column", "a classification task needs a label column")
             if self.classes is not None and len(self.classes) < 2:
-                raise ConfigError("classes", "give at least two classes (label values in "
-                                  f"class-index order), got {list(self.classes)}")
+                self._refuse("classes", "give at least two classes (label values in class-index "
+                             f"order), got {list(self.classes)}")
             if self.head.startswith("seg"):
-                raise ConfigError("head", f"{self.head!r} is a segmentation head")
+                self._refuse("head", f"{self.head!r} is a segmentation head")
         if self.kind == "segmentation":
             if not is_mask_column(self.column):
-                raise ConfigError("column", "a segmentation task's target is 'mask' or "
-                                  "'mask_<name>' (a manifest column mask_<name>_path), got "
-                                  f"{self.column!r}")
+                self._refuse("column", "a segmentation task's target is 'mask' or 'mask_<name>' "
+                             f"(a manifest column mask_<name>_path), got {self.column!r}")
             if self.head == "classification":
-                raise ConfigError("head", "a segmentation task needs a segmentation head")
+                self._refuse("head", "a segmentation task needs a segmentation head")
         if self.kind == "denoise" and self.column:
-            raise ConfigError("column", "a denoise task has no label column")
+            self._refuse("column", "a denoise task has no label column")
         if self.loss_weight < 0:
-            raise ConfigError("loss_weight", "must be >= 0")
+            self._refuse("loss_weight", "must be >= 0")
+
+    def _refuse(self, field_name: str, reason: str) -> None:
+        raise ConfigError(field_name, f"task {self.name!r}: {reason}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], key: str = "task") -> Task:

@@ -40,7 +40,7 @@ def test_task_from_dict_defaults_and_refusals():
     assert later.classes is None and later.head == "classification"
     with pytest.raises(ValueError, match="classes are not known yet"):
         later.num_classes  # noqa: B018
-    with pytest.raises(ConfigError, match=r"^tasks\[0\].head: 'seg_cdae' is a segmentation"):
+    with pytest.raises(ConfigError, match=r"^tasks\[0\].head: task 'x': 'seg_cdae' is a segmentation"):
         Task.from_dict({"name": "x", "kind": "classification", "column": "c",
                         "head": "seg_cdae"}, "tasks[0]")
     assert Task.from_dict({"name": "abn", "kind": "classification", "column": "abnormal",

@@ -204,8 +204,8 @@ class CxrAugment:
     """
 
     def __init__(self, robust: bool = False, rotation: float = 5.0, translate: float = 0.05,
-                 scale: tuple[float, float] = (0.9, 1.1), aspect: tuple[float, float] = (0.85,
-                                                                                         1.15),
+                 scale: tuple[float, float] = (0.9, 1.1),
+                 aspect: tuple[float, float] = (0.85, 1.15),
                  brightness: float = 0.1, contrast: float = 0.1, gamma: float = 0.5,
                  washout: float = 0.3, frame: float = 0.25, bands: float = 0.4) -> None:
         self.robust = robust
