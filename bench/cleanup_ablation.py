@@ -5,8 +5,10 @@ probability maps of the external test images are computed once at the original s
 thresholded at the stage's chosen threshold; then the mask is scored (Dice per image) with no
 clean-up, with islands < 10 % of the largest dropped and holes filled, and with that plus
 ``keep_largest: 2``. Prints the mean and worst image per dataset and variant.
+``--thresholds held_out,0.5`` repeats it per threshold ("held_out": each stage's own choice,
+``evaluation.threshold``); ``--clean`` limits the clean-up variants.
 
-    python bench/cleanup_ablation.py RUN_DIR [--task lung]
+    python bench/cleanup_ablation.py RUN_DIR [--task lung] [--thresholds held_out,0.5]
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--task", default="lung")
+    p.add_argument("--thresholds", default="held_out",
+                   help="comma-separated: held_out and/or numbers")
+    p.add_argument("--clean", default=",".join(VARIANTS), help="comma-separated variants")
     args = p.parse_args(argv)
+    rules = [r if r == "held_out" else float(r) for r in args.thresholds.split(",")]
+    variants = {k: VARIANTS[k] for k in args.clean.split(",")}
     torch.set_num_threads(2)
     data = load_run_data(args.run_dir)
     index = data.index.iloc[data.external].reset_index(drop=True)
@@ -51,24 +58,29 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model, meta = load_model_dir(stage / "checkpoint")
         task = next(t for t in meta["tasks"] if t["name"] == args.task)
-        thr = float((meta.get("threshold") or {}).get(args.task, 0.5))
+        held_out = float((meta.get("threshold") or {}).get(args.task, 0.5))
         ids = index["sample_id"].astype(str).tolist()
         probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids, index,
                                   int(meta["image_size"]), list(meta.get("tta") or ["pad"]),
                                   contrast=meta.get("contrast", "none"))
         masks = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
-        for name, clean in VARIANTS.items():
-            s = score_original_size(probs, masks, "stretch", clean, None, thr)
-            s = s.merge(index[["sample_id", "dataset"]].astype({"sample_id": str}), on="sample_id")
-            for ds, g in s.groupby("dataset"):
-                rows.append({"stage": stage.name, "variant": name, "dataset": ds,
-                             "mean": g["dice"].mean(), "min": g["dice"].min()})
+        for rule in rules:
+            thr = held_out if rule == "held_out" else rule
+            for name, clean in variants.items():
+                s = score_original_size(probs, masks, "stretch", clean, None, thr)
+                s = s.merge(index[["sample_id", "dataset"]].astype({"sample_id": str}),
+                            on="sample_id")
+                for ds, g in s.groupby("dataset"):
+                    rows.append({"stage": stage.name, "threshold": str(rule), "variant": name,
+                                 "dataset": ds, "mean": g["dice"].mean(),
+                                 "min": g["dice"].min()})
         print(f"{stage.name}: done", flush=True)
     df = pd.DataFrame(rows)
     df["strategy"] = df["stage"].str.split("-", n=1).str[1]
-    table = df.groupby(["dataset", "strategy", "variant"])[["mean", "min"]].mean().round(4)
-    print(table.to_string())
-    print(df.groupby(["dataset", "variant"])[["mean", "min"]].mean().round(4).to_string())
+    keys = ["dataset", "strategy", "threshold", "variant"]
+    print(df.groupby(keys)[["mean", "min"]].mean().round(4).to_string())
+    print(df.groupby(["dataset", "threshold", "variant"])[["mean", "min"]].mean().round(4)
+          .to_string())
     return 0
 
 

@@ -174,6 +174,13 @@ class EvaluationConfig:
     # Then keep only the N largest connected regions (0 = all; 2 for lungs: a region in a black
     # band or below the diaphragm goes even when it is too large for min_component).
     keep_largest: int = 0
+    # The cut applied to a segmentation head's probabilities wherever masks are scored at the
+    # original size and in ``umsrep predict``: "held_out" = the grid value with the best Dice on
+    # the stage's held-out fold (umsrep/runner/threshold.py), or a fixed number. Under a shift
+    # of annotation style a fixed 0.5 generalizes better: on cxr_public (run 6) the held-out
+    # choice (0.6-0.7 on Shenzhen, +0.001 Dice there) cost 0.005 on Montgomery and sent one
+    # alternating fold to 0.65 on JSRT, whose masks are drawn more generously.
+    threshold: float | Literal["held_out"] = "held_out"
     # a segmentation counts as correct (predictions' y_pred, McNemar in the report) when its
     # per-image IoU is at least this; umsrep report --iou-threshold overrides it
     correct_iou: float = SEGMENTATION_CORRECT_IOU
@@ -185,6 +192,8 @@ class EvaluationConfig:
             raise ConfigError(f"{key}.min_component", "must be in [0, 1)")
         if self.keep_largest < 0:
             raise ConfigError(f"{key}.keep_largest", "must be 0 (off) or a number of regions")
+        if self.threshold != "held_out" and not 0.0 < float(self.threshold) < 1.0:
+            raise ConfigError(f"{key}.threshold", "must be held_out or a number in (0, 1)")
 
 
 @dataclass(frozen=True)

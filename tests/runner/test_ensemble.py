@@ -126,6 +126,41 @@ def test_segmentation_ensemble_cuts_the_mean_map_at_the_held_out_threshold(
     assert dice == pytest.approx(np.mean(list(want.values())))
 
 
+def test_a_fixed_threshold_replaces_the_held_out_choice(two_fold_run, tmp_path, monkeypatch):
+    """The same stubs with ``evaluation.threshold: 0.5``: the mean map, 0.495, is cut at 0.5,
+    so every mask is empty (Dice 0); what the held-out choice would have been (0.35, its Dice
+    per grid value) is still recorded."""
+    import umsrep.runner.ensemble as ens_mod
+    from umsrep.runner.ensemble import ensemble_groups, score_ensemble
+
+    exp, out, run_dir = two_fold_run
+    run = prepare_run(exp, out, resume=run_dir)
+    run.ctx.exp = replace(exp, evaluation=replace(exp.evaluation, threshold=0.5))
+    stubs = {"f0-joint": Constant(0.37, [0.8, 0.2]), "f1-joint": Constant(0.62, [0.3, 0.7])}
+    monkeypatch.setattr(ens_mod, "load_model_dir",
+                        lambda path, device="cpu": (stubs[path.parent.name], {"tasks": []}))
+    score_ensemble(run.ctx, "joint", ensemble_groups(run.plan)["joint"], tmp_path / "joint")
+    result = json.loads((tmp_path / "joint" / "result.json").read_text())
+    assert result["threshold"] == {"lung": 0.5} and result["threshold_rule"] == "fixed"
+    dice = result["threshold_val_dice"]["lung"]
+    assert dice[GRID.index(0.35)] == max(dice) > dice[GRID.index(0.5)]
+    metrics = pd.read_parquet(tmp_path / "joint" / "metrics.parquet")
+    assert metrics[(metrics.metric == "dice_orig") & (metrics.split == "test")]["value"].item() == 0
+
+
+def test_evaluation_threshold_is_held_out_or_a_probability():
+    from umsrep.config import ConfigError
+    from tests.runner.conftest import TINY
+
+    cfg = json.loads(json.dumps(TINY))
+    for bad in (1.5, 0, "best"):
+        cfg["evaluation"] = {"threshold": bad}
+        with pytest.raises(ConfigError, match="evaluation.threshold"):
+            load_experiment(data=cfg)
+    cfg["evaluation"] = {"threshold": 0.4}
+    assert load_experiment(data=cfg).evaluation.threshold == 0.4
+
+
 def test_ensembles_are_written_once_and_not_duplicated_on_resume(two_fold_run):
     exp, out, run_dir = two_fold_run
     results = sorted(run_dir.glob("ensembles/*/result.json"))

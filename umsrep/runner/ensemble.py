@@ -112,7 +112,8 @@ def score_ensemble(ctx: StageContext, template: str, stages: list[Stage], out: P
         found = held_out_dice(ctx, stage.fold, model, tasks, mask_cleanup(ctx.exp), device)
         for name, d in found.items():
             dice.setdefault(name, []).append(d)
-    chosen = threshold_record({n: np.concatenate(d) for n, d in dice.items()})
+    chosen = threshold_record({n: np.concatenate(d) for n, d in dice.items()},
+                              ctx.exp.evaluation.threshold)
     model = MeanEnsemble(members, {t.name: t.kind for t in tasks}).to(device).eval()
     metrics, preds = score_test_splits(ctx, stages[0], model, tasks, chosen["threshold"], device)
     meta = {k: v for k, v in loaded[0][1].items() if k not in ("checkpoint", "epoch")}

@@ -155,7 +155,8 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
     params = getattr(fit_result, "trainable_params", None) or count_trainable_params(model)
-    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, tasks, mask_cleanup(exp)))
+    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, tasks, mask_cleanup(exp)),
+                              exp.evaluation.threshold)
     metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise,
                                     chosen["threshold"])
     ckpt = out_dir / "checkpoint"
@@ -180,7 +181,8 @@ def train_baseline(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     fit_result = fit_model(ctx, model, [task], "joint", {}, exp.train,
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
-    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, [task], mask_cleanup(exp)))
+    chosen = threshold_record(held_out_dice(ctx, stage.fold, model, [task], mask_cleanup(exp)),
+                              exp.evaluation.threshold)
     metrics, preds = evaluate_model(ctx, stage, model, [task], "baseline", noise,
                                     chosen["threshold"])
     ckpt = out_dir / "checkpoint"

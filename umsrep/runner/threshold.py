@@ -11,6 +11,10 @@ pools the k held-out folds (each image segmented by the one model that did not t
 The choice runs at the cache size without test-time augmentation: one cheap pass, a proxy for
 the original-size pipeline rather than that pipeline itself. Ties go to the threshold closest
 to 0.5, the default.
+
+With ``evaluation.threshold`` set to a number that number is used instead (the held-out Dice
+at each grid value is still recorded): a threshold fitted on one site's masks follows its
+annotation style, which other sites may not share.
 """
 
 from __future__ import annotations
@@ -85,11 +89,17 @@ def held_out_dice(ctx: StageContext, fold: int, model, tasks: Sequence[Task],
     return out
 
 
-def threshold_record(dice: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """What ``result.json`` keeps of a choice: ``threshold`` per task, the grid, the mean
-    held-out Dice at each grid value and the number of images it was taken over."""
+def threshold_record(dice: Mapping[str, np.ndarray],
+                     rule: float | str = "held_out") -> dict[str, Any]:
+    """What ``result.json`` keeps of a choice: ``threshold`` per task (by ``rule``:
+    ``evaluation.threshold``, "held_out" or a fixed number), the grid, the mean held-out Dice
+    at each grid value and the number of images it was taken over (kept with a fixed rule too:
+    what the held-out choice would have been stays visible)."""
+    fixed = None if rule == "held_out" else float(rule)
     return {
-        "threshold": {t: pick_threshold(d) for t, d in dice.items()},
+        "threshold": {t: pick_threshold(d) if fixed is None else fixed
+                      for t, d in dice.items()},
+        "threshold_rule": "held_out" if fixed is None else "fixed",
         "threshold_grid": list(GRID),
         "threshold_val_dice": {t: [float(v) for v in d.mean(axis=0)] if len(d) else []
                                for t, d in dice.items()},
