@@ -47,6 +47,22 @@ def test_reductions_reproduce_paper_table_4():
     assert row["marginal_baseline_minutes"] == pytest.approx(78.635)
 
 
+def test_run_totals_count_a_stored_backbone_once_and_every_folds_heads():
+    """Three folds share one stored CDAE (the same checkpoint; the baseline's denoiser is it
+    too): the run trained it once, and each fold's heads and separate models."""
+    st = _stages(TABLE4, folds=(0, 1, 2))
+    pretrain = (st["kind"] == "backbone") | (st["task"] == "denoise")
+    st.loc[pretrain, "checkpoint"] = "store/abc/checkpoint"
+    row = cost_summary(st).iloc[0]
+    assert row["shared_minutes"] == pytest.approx(312.82)  # per fold: the backbone each time
+    assert row["run_shared_minutes"] == pytest.approx(302.20 + 3 * (8.11 + 2.51))
+    assert row["run_baseline_minutes"] == pytest.approx(302.20 + 3 * (148.02 + 9.25))
+    assert row["run_time_ratio"] == pytest.approx(334.06 / 774.01)
+    # without a store (no checkpoint path), every fold's stage counts
+    st.loc[pretrain, "checkpoint"] = ""
+    assert cost_summary(st).iloc[0]["run_shared_minutes"] == pytest.approx(3 * 312.82)
+
+
 def test_stage_costs_average_folds_and_skip_failed_stages():
     st = _stages(TABLE4, folds=(0, 1))
     st.loc[(st["fold"] == 1) & (st["kind"] == "backbone"), "wall_s"] = 302.20 * 60 * 3
