@@ -224,7 +224,8 @@ def _overview(t: dict[str, pd.DataFrame]) -> str:
         )
     for r in t["time_to_quality"].to_dict("records"):
         reached = (f"{r['shared_minutes']:.1f} min ({r['ratio']:.2f}x the baseline's "
-                   f"{r['baseline_minutes']:.1f} min)" if r["folds_reached"]
+                   f"{r['baseline_minutes']:.1f} min per fold, {r['run_ratio']:.2f}x over the "
+                   f"run)" if r["folds_reached"]
                    else f"never (baseline: {r['baseline_minutes']:.1f} min)")
         parts.append(
             f"<li>Time to the baseline's {html.escape(r['task'])} {html.escape(r['metric'])} "

@@ -113,9 +113,29 @@ def test_time_to_quality_counts_backbone_denoiser_and_first_epoch_at_baseline_be
     assert joint["baseline_minutes"] == pytest.approx((300 + 480) / 60)  # 13.0
     assert joint["shared_minutes"] == pytest.approx((300 + 120) / 60)  # 7.0
     assert joint["ratio"] == pytest.approx(7.0 / 13.0)
+    assert joint["run_ratio"] == pytest.approx(7.0 / 13.0)  # one fold: the same
     assert (joint["folds_reached"], joint["n_folds"]) == (1, 1)
     ind = got.loc["independent"]
     assert ind["folds_reached"] == 0 and pd.isna(ind["shared_minutes"]) and pd.isna(ind["ratio"])
+
+
+def test_time_to_quality_over_the_run_counts_the_stored_backbone_once():
+    """Two folds reuse one stored backbone (300 s; the baseline's denoiser is it): per fold the
+    ratio charges it twice, over the run once."""
+    from analysis.cost import time_to_quality
+
+    stages = _stages([("backbone", "", "", 5.0, 1), ("baseline", "baseline", "denoise", 5.0, 1),
+                      ("baseline", "baseline", "lung", 10.0, 1), ("head", "joint", "", 8.0, 1)],
+                     folds=(0, 1))
+    stages.loc[stages["task"].isin(["", "denoise"]) & (stages["kind"] != "head"),
+               "checkpoint"] = "store/k/checkpoint"
+    curves = pd.DataFrame(
+        [row for fold in (0, 1) for row in
+         _curve("baseline", "baseline", "lung", "lung/dice", [(240, 0.8), (480, 0.9)], fold)
+         + _curve("head", "joint", "", "lung/dice", [(60, 0.85), (120, 0.95)], fold)])
+    joint = time_to_quality(stages, curves).set_index("strategy").loc["joint"]
+    assert joint["ratio"] == pytest.approx((300 + 120) / (300 + 480))
+    assert joint["run_ratio"] == pytest.approx((300 + 2 * 120) / (300 + 2 * 480))
 
 
 def test_time_to_quality_is_empty_without_curves():
