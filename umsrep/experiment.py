@@ -285,6 +285,13 @@ class Experiment:
                 raise ConfigError("backbone.task", f"supervised pretraining needs one of {names}")
         if self.backbone.pretrain == "denoise" and self.backbone.head != "denoise":
             raise ConfigError("backbone.head", "denoise pretraining uses the 'denoise' head")
+        kinds = {t.name: t.kind for t in self.tasks}
+        for i, t in enumerate(self.tasks):
+            guide = t.head_kwargs.get("guide")
+            if guide is not None and kinds.get(guide) != "segmentation":
+                raise ConfigError(f"tasks[{i}].head_kwargs.guide",
+                                  f"{guide!r} is not a segmentation task of this experiment "
+                                  f"({', '.join(n for n, k in kinds.items() if k == 'segmentation') or 'none'})")
         strategies = [s.name for s in self.strategies]
         if len(set(strategies)) != len(strategies):
             raise ConfigError("strategies", "each strategy at most once")

@@ -149,8 +149,8 @@ def test_a_fixed_threshold_replaces_the_held_out_choice(two_fold_run, tmp_path, 
 
 
 def test_evaluation_threshold_is_held_out_or_a_probability():
-    from umsrep.config import ConfigError
     from tests.runner.conftest import TINY
+    from umsrep.config import ConfigError
 
     cfg = json.loads(json.dumps(TINY))
     for bad in (1.5, 0, "best"):

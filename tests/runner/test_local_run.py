@@ -184,3 +184,22 @@ def test_store_keeps_the_backbone_once_and_old_store_folders_load(local_run, tmp
         assert task == "denoise"
         assert set(state) == set(written)
         assert all(torch.equal(state[k], written[k]) for k in written)
+
+
+def test_the_same_command_twice_gives_the_same_figures(tmp_path):
+    """Seeded end to end: two runs, each from its own empty cache (so the backbone is trained
+    twice, not reused), write the same metrics and predictions, value for value. Same machine
+    and thread count: a different number of threads sums in another order (the module's
+    fixture run has the process's threads, a test 1), which moves the last digits."""
+    from tests.runner.conftest import TINY
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = json.loads(json.dumps(TINY))
+        cfg["data"]["cache_dir"] = str(tmp_path / name / "cache")
+        cfg["folds"]["run"] = 1
+        runs.append(run_local(load_experiment(data=cfg), tmp_path / name / "runs"))
+    for name in ("metrics.parquet", "predictions.parquet"):
+        first, other = (pd.read_parquet(r / name) for r in runs)
+        assert len(first)
+        pd.testing.assert_frame_equal(first, other, check_exact=True)

@@ -36,7 +36,27 @@ class MultiTaskModel(nn.Module):
     def forward(self, x: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
         feats = self.backbone.forward_features(x)
         names = tasks if tasks is not None else self.task_names
-        return {name: self.heads[name](feats, x) for name in names}
+        out = {n: self.heads[n](feats, x) for n in names if self.guide_of(n) is None}
+        for name in names:
+            guide = self.guide_of(name)
+            if guide is None:
+                continue
+            if guide in out:
+                logits = out[guide].detach()
+            else:  # the guide is not asked for: run its head for the weights only
+                with torch.no_grad():
+                    logits = self.heads[guide](feats, x)
+            out[name] = self.heads[name](feats, x, guide=torch.sigmoid(logits.float()))
+        return {n: out[n] for n in names}
+
+    def guide_of(self, name: str) -> str | None:
+        """The segmentation task whose mask weights head ``name``'s pooling, if any
+        (``umsrep.models.heads.classification``)."""
+        guide = getattr(self.heads[name], "guide", None)
+        if guide is not None and guide not in self.heads:
+            raise ValueError(f"head {name!r} is guided by {guide!r}, which this model lacks "
+                             f"(heads: {self.task_names})")
+        return guide
 
     def forward_task(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return self.forward(x, [name])[name]

@@ -13,6 +13,7 @@ inference settings (threshold, fit, contrast, rules, ...)::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from umsrep.models.denoised import DenoisedInput
 from umsrep.models.multitask import MultiTaskModel
 from umsrep.models.separate import build_separate_model
 from umsrep.tasks import Task
+
+log = logging.getLogger(__name__)
 
 DENOISE = Task(name="denoise", kind="denoise", head="denoise", loss="mse")
 
@@ -101,8 +104,20 @@ def build_model(spec: ModelSpec) -> MultiTaskModel:
 def _shared(bb: BackboneSpec, tasks: tuple[Task, ...]) -> MultiTaskModel:
     backbone = build_backbone(bb.name, preset=bb.preset, width=bb.width, **bb.kwargs)
     heads = {t.name: build_head(t.head, backbone, num_classes=_num_classes(t), preset=bb.preset,
-                                width=bb.width, **t.head_kwargs) for t in tasks}
+                                width=bb.width, **_head_kwargs(t, tasks)) for t in tasks}
     return MultiTaskModel(backbone, heads)
+
+
+def _head_kwargs(task: Task, tasks: tuple[Task, ...]) -> dict:
+    """``task.head_kwargs``, without a ``guide`` this network has no head for (a separate
+    baseline model, an independent stage of one task): that head pools the whole map."""
+    kwargs = dict(task.head_kwargs)
+    guide = kwargs.get("guide")
+    if guide and guide not in {t.name for t in tasks}:
+        log.info("%s: no %r head in this network; its head pools the whole map", task.name,
+                 guide)
+        kwargs.pop("guide")
+    return kwargs
 
 
 def _num_classes(task: Task) -> int | None:

@@ -5,25 +5,44 @@ returns logits. Paper preset: FC 256 wide, dropout 0.5 (the FC width and dropout
 authors' exact echo reconstruction). On ``cdae`` with 2 classes: 66,306 parameters; the
 paper reports 295,715 (see ``umsrep.models.presets`` for what would explain the gap).
 ``hidden=0`` gives GAP, dropout, FC (no hidden layer).
+
+Two umsrep options, not in the paper:
+
+- ``levels=N`` pools each of the backbone's N deepest feature maps and concatenates them.
+- ``guide="<segmentation task>"``: guided pooling. Each map is averaged with the weights of that
+  task's predicted probability map (its head in the same model, run first, detached: the
+  classification loss does not train the segmentation head), resized to the map. A TB head
+  guided by ``lung`` sees only what lies over the lungs, not the film's borders, letterbox
+  bands or text; the same idea as classifying lung-segmented radiographs, with the mask from
+  the model's own lung head. A model without the guide's head (a separate baseline model, an
+  independent stage of this task alone) pools the whole map (``umsrep.models.spec``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from umsrep.models._factory import HEADS, scale_channels
 
 
 class ClassificationHead(nn.Module):
-    """``forward(feats, x) -> logits [B, num_classes]`` from ``feats[-1]: [B, C, h, w]``."""
+    """``forward(feats, x, guide=None) -> logits [B, num_classes]`` from the last
+    ``levels`` maps of ``feats`` (``in_channels``: an int for one map, or their channels);
+    ``guide``: ``[B, 1, H, W]`` weights 0-1 when the head was built with a ``guide`` task."""
 
     kind = "classification"
 
     def __init__(
-        self, in_channels: int, num_classes: int, *, hidden: int = 256, dropout: float = 0.5
+        self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
+        dropout: float = 0.5, guide: str | None = None
     ) -> None:
         super().__init__()
+        channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
+        self.levels = len(channels)
+        self.guide = guide or None
+        in_channels = sum(channels)
         if num_classes < 2:
             raise ValueError(f"classification head needs num_classes >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
@@ -40,8 +59,21 @@ class ClassificationHead(nn.Module):
         else:
             self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
 
-    def forward(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.pool(feats[-1]).flatten(1))
+    def forward(self, feats: list[torch.Tensor], x: torch.Tensor,
+                guide: torch.Tensor | None = None) -> torch.Tensor:
+        maps = feats[-self.levels:]
+        if guide is None:
+            pooled = [self.pool(f).flatten(1) for f in maps]
+        else:
+            pooled = [guided_mean(f, guide) for f in maps]
+        return self.mlp(torch.cat(pooled, dim=1))
+
+
+def guided_mean(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``features [B, C, h, w]`` averaged with ``weights [B, 1, H, W]`` (0-1, area-resized to
+    ``h x w``) -> ``[B, C]``; an all-zero weight map gives ~0 features rather than NaN."""
+    w = F.interpolate(weights.to(features.dtype), size=features.shape[-2:], mode="area")
+    return (features * w).sum(dim=(2, 3)) / (w.sum(dim=(2, 3)) + eps)
 
 
 @HEADS.register("classification")
@@ -52,10 +84,17 @@ def build_classification(
     width: float,
     hidden: int = 256,
     dropout: float = 0.5,
+    levels: int = 1,
+    guide: str | None = None,
 ) -> ClassificationHead:
     if num_classes is None:
         raise ValueError("classification head needs num_classes (e.g. num_classes=2)")
+    channels = list(backbone.feature_channels)
+    if not 1 <= levels <= len(channels):
+        raise ValueError(f"levels must be 1..{len(channels)} (the backbone's feature maps), "
+                         f"got {levels}")
     hidden = scale_channels(hidden, width) if hidden > 0 else 0
     return ClassificationHead(
-        backbone.feature_channels[-1], num_classes, hidden=hidden, dropout=dropout
+        channels[-levels:] if levels > 1 else channels[-1], num_classes, hidden=hidden,
+        dropout=dropout, guide=guide,
     )

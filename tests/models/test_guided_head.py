@@ -1,0 +1,91 @@
+"""Classification heads that pool several levels, or pool where a segmentation head sees lungs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from umsrep.models import BackboneSpec, ModelSpec, build_model
+from umsrep.models.heads.classification import guided_mean
+from umsrep.tasks import Task
+
+LUNG = Task(name="lung", kind="segmentation", column="mask", head="seg_cdae",
+            head_kwargs={"skips": True}, loss="bce_dice")
+
+
+def _tb(**head_kwargs) -> Task:
+    return Task(name="tb", kind="classification", column="abnormal", classes=("0", "1"),
+                head="classification", head_kwargs=head_kwargs, loss="cross_entropy")
+
+
+def _model(*tasks: Task):
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone=BackboneSpec(name="cdae", preset="tiny", width=None),
+                     tasks=tuple(tasks), image_size=32)
+    return build_model(spec).eval()
+
+
+def test_guided_mean_averages_only_where_the_weights_are():
+    feats = torch.arange(16.0).reshape(1, 1, 4, 4)
+    left = torch.zeros(1, 1, 8, 8)
+    left[..., :4] = 1.0  # the left half, at twice the map's size
+    assert guided_mean(feats, left, eps=0).item() == pytest.approx(feats[..., :2].mean().item())
+    ones = torch.ones(1, 1, 8, 8)
+    assert guided_mean(feats, ones, eps=0).item() == pytest.approx(feats.mean().item())
+    assert guided_mean(feats, torch.zeros(1, 1, 8, 8)).item() == 0.0  # no lung: no NaN
+
+
+def test_a_guided_head_pools_under_the_lung_heads_own_mask():
+    model = _model(LUNG, _tb(guide="lung"))
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x)
+    feats = model.backbone.forward_features(x)
+    weights = torch.sigmoid(model.heads["lung"](feats, x))
+    want = model.heads["tb"].mlp(guided_mean(feats[-1], weights))
+    torch.testing.assert_close(out["tb"], want)
+    # asked alone, the head still gets the lung weights (the lung output is not returned)
+    alone = model(x, ["tb"])
+    assert set(alone) == {"tb"}
+    torch.testing.assert_close(alone["tb"], want)
+    # the unguided head of the same weights pools the whole map: another answer
+    model.heads["tb"].guide = None
+    assert not torch.allclose(model(x, ["tb"])["tb"], want)
+
+
+def test_the_classification_loss_does_not_train_the_guiding_head():
+    model = _model(LUNG, _tb(guide="lung")).train()
+    out = model(torch.randn(2, 1, 32, 32))
+    out["tb"].sum().backward()
+    lung_grads = [p.grad for p in model.heads["lung"].parameters()]
+    assert all(g is None or not g.any() for g in lung_grads)
+    assert any(p.grad is not None and p.grad.any() for p in model.backbone.parameters())
+
+
+def test_a_network_without_the_guide_pools_the_whole_map():
+    """A separate baseline model of the classification task alone has no lung head."""
+    model = _model(_tb(guide="lung"))
+    assert model.heads["tb"].guide is None
+    assert model(torch.randn(1, 1, 32, 32))["tb"].shape == (1, 2)
+
+
+def test_levels_concatenate_the_deepest_maps():
+    model = _model(_tb(levels=2))
+    channels = model.backbone.feature_channels
+    assert model.heads["tb"].mlp[0].in_features == channels[-1] + channels[-2]
+    assert model(torch.randn(1, 1, 32, 32))["tb"].shape == (1, 2)
+    with pytest.raises(ValueError, match="levels must be"):
+        _model(_tb(levels=len(channels) + 1))
+
+
+def test_the_guide_must_be_a_segmentation_task_of_the_experiment():
+    import json
+
+    from tests.runner.conftest import TINY
+    from umsrep.config import ConfigError
+    from umsrep.experiment import load_experiment
+
+    cfg = json.loads(json.dumps(TINY))
+    cls = next(t for t in cfg["tasks"] if t["kind"] == "classification")
+    cls["head_kwargs"] = {"guide": "heart"}
+    with pytest.raises(ConfigError, match=r"head_kwargs.guide.*not a segmentation task"):
+        load_experiment(data=cfg)
