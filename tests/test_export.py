@@ -132,6 +132,28 @@ def test_onnx_matches_pytorch_for_every_task(trained, onnx_bundle):
     _assert_close(_onnx_outputs(onnx_bundle, x), _reference(model, x))
 
 
+def test_a_guided_classification_head_exports_with_its_guide(tmp_path):
+    """``guide: lung`` runs the lung head inside the classification's forward: the exported
+    graph carries it (batch 3, a size other than the export's example)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = _model(0)
+    with torch.no_grad():  # a lung map far from uniform, so the guide changes the answer
+        model.heads["lung"].final.weight.mul_(50)
+        for layer in (model.heads["abnormal"].mlp[0], model.heads["abnormal"].mlp[-1]):
+            layer.weight.mul_(20)
+    x = torch.randn(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    unguided = _reference(model, x)["abnormal"]
+    model.heads["abnormal"].guide = "lung"
+    assert not np.allclose(_reference(model, x)["abnormal"], unguided, atol=1e-3)
+    path = tmp_path / "checkpoint"
+    guided = {**CLS, "head_kwargs": {"guide": "lung"}}
+    save_model_dir(path, model, _meta([SEG, guided, DEN]))
+    assert load_models([path])[0].heads["abnormal"].guide == "lung"
+    assert cli_main(["export", str(path), "-o", str(tmp_path / "onnx")]) == 0
+    _assert_close(_onnx_outputs(tmp_path / "onnx", x), _reference(model, x))
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_matches_pytorch_for_every_task(trained, ts_bundle):
     meta = json.loads((ts_bundle / "bundle.json").read_text())
