@@ -285,6 +285,11 @@ class Experiment:
                 raise ConfigError("backbone.task", f"supervised pretraining needs one of {names}")
         if self.backbone.pretrain == "denoise" and self.backbone.head != "denoise":
             raise ConfigError("backbone.head", "denoise pretraining uses the 'denoise' head")
+        for key, train in (("train", self.train), ("backbone.train", self.backbone.train)):
+            unknown = [n for n in train.score_tasks or [] if n not in names]
+            if unknown:
+                raise ConfigError(f"{key}.score_tasks",
+                                  f"{unknown} are not tasks of this experiment ({names})")
         kinds = {t.name: t.kind for t in self.tasks}
         for i, t in enumerate(self.tasks):
             guide = t.head_kwargs.get("guide")

@@ -157,3 +157,41 @@ def test_monitor_score_maps_to_val_score_maximised():
     assert (cfg.monitor_key, cfg.monitor_mode) == ("val/loss", "min")
     with pytest.raises(ConfigError, match="train.monitor"):
         TrainConfig.from_dict({"monitor": "dice"})
+
+
+def test_score_tasks_limit_the_score_to_the_tasks_named():
+    """``score_tasks: [lung]``: a joint stage of lung + abnormal is stopped and its epoch chosen
+    by the lung Dice alone; a stage that trains none of them scores all its tasks."""
+    seed_everything(SEED)
+    model = make_model(TWO, seed=SEED)
+    cfg = _cfg(monitor="score", score_tasks=["lung"])
+    strat = build_strategy("joint", model, TWO, noise_cfg=NOISE,
+                           **strategy_options(cfg, "cpu", SEED))
+    result = fit(model, strat, make_loaders(n=(8, 8), tasks=TWO),
+                 make_loaders(n=(4, 4), seed=7, tasks=TWO), cfg, seed=SEED, val_metrics=True)
+    from umsrep.train.hooks import val_score
+
+    for h in result.history:
+        both = val_score(h, {t.name: t for t in TWO})
+        assert h["val/score"] == h["val/lung/dice"] != both
+    only = (TASKS[1],)
+    model = make_model(only, seed=SEED)
+    strat = build_strategy("joint", model, only, noise_cfg=NOISE,
+                           **strategy_options(cfg, "cpu", SEED))
+    result = fit(model, strat, make_loaders(n=(8, 8), tasks=only),
+                 make_loaders(n=(4, 4), seed=7, tasks=only), cfg, seed=SEED, val_metrics=True)
+    assert all(h["val/score"] == val_score(h, {"abnormal": only[0]}) for h in result.history)
+
+
+def test_score_tasks_must_name_tasks_of_the_experiment():
+    import json
+
+    from tests.runner.conftest import TINY
+    from umsrep.experiment import load_experiment
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"]["score_tasks"] = ["lungs"]
+    with pytest.raises(ConfigError, match=r"train.score_tasks.*not tasks"):
+        load_experiment(data=cfg)
+    cfg["train"]["score_tasks"] = ["lung"]
+    assert load_experiment(data=cfg).train.score_tasks == ["lung"]

@@ -28,6 +28,10 @@ class TrainConfig:
     # 17 of 36 with its lung Dice still rising, because the TB cross-entropy on 45 validation
     # images swung by 40 % between epochs, and the restored epoch 11 had a lower lung Dice.
     monitor: Literal["loss", "score"] = "loss"
+    # "score" over these tasks only, in a stage that trains any of them (others: all its tasks).
+    # A task whose validation metric is noisy (an AUC on 45 images swings by +-0.05) then does
+    # not stop, or pick the epoch of, a stage whose other task is still improving.
+    score_tasks: list[str] | None = None
     plateau_patience: int = 5  # reduce-on-plateau; 0: off
     plateau_factor: float = 0.5
     max_steps_per_epoch: int | None = None  # cap for smoke tests

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +120,11 @@ class ValidationHook(Hook):
 
     name = "validation"
 
-    def __init__(self, loaders: Mapping[str, DataLoader], seed: int = 0, metrics: bool = False):
+    def __init__(self, loaders: Mapping[str, DataLoader], seed: int = 0, metrics: bool = False,
+                 score_tasks: Sequence[str] | None = None):
         self.loaders = dict(loaders)
         self.seed = seed
+        self.score_tasks = list(score_tasks or [])
         self.with_metrics = metrics
 
     @torch.no_grad()
@@ -170,7 +172,8 @@ class ValidationHook(Hook):
             for row in rows:
                 suffix = f"/{row['noise']}" if row["noise"] else ""
                 state.metrics[f"val/{row['task']}/{row['metric']}{suffix}"] = row["value"]
-            state.metrics["val/score"] = val_score(state.metrics, strategy.tasks)
+            scored = {n: t for n, t in strategy.tasks.items() if n in self.score_tasks}
+            state.metrics["val/score"] = val_score(state.metrics, scored or strategy.tasks)
 
 
 class PlateauHook(Hook):

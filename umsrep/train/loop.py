@@ -143,7 +143,8 @@ def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader], seed:
                   val_metrics: bool = False) -> list[Hook]:
     hooks: list[Hook] = []
     if val_loaders:
-        hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics))
+        hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics,
+                                    score_tasks=cfg.score_tasks))
     if cfg.plateau_patience > 0:
         hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience))
     if cfg.patience > 0:
