@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model, meta = load_model_dir(stage / "checkpoint")
         task = next(t for t in meta["tasks"] if t["name"] == args.task)
-        held_out = float((meta.get("threshold") or {}).get(args.task, 0.5))
+        held_out = held_out_threshold(stage, meta, args.task)
         ids = index["sample_id"].astype(str).tolist()
         probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids, index,
                                   int(meta["image_size"]), list(meta.get("tta") or ["pad"]),
@@ -82,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     print(df.groupby(["dataset", "threshold", "variant"])[["mean", "min"]].mean().round(4)
           .to_string())
     return 0
+
+
+def held_out_threshold(stage: Path, meta: dict, task: str) -> float:
+    """The threshold the stage's held-out fold picks: its model.json's, unless the run fixed
+    one (``evaluation.threshold``), then re-picked from the held-out Dice its result.json keeps."""
+    import numpy as np
+
+    from umsrep.runner.threshold import pick_threshold
+
+    result = json.loads((stage / "result.json").read_text())
+    if result.get("threshold_rule") != "fixed":
+        return float((meta.get("threshold") or {}).get(task, 0.5))
+    dice = result["threshold_val_dice"][task]
+    return pick_threshold(np.array([dice]), result["threshold_grid"])
 
 
 if __name__ == "__main__":

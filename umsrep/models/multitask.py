@@ -43,7 +43,8 @@ class MultiTaskModel(nn.Module):
                 continue
             if guide in out:
                 logits = out[guide].detach()
-            else:  # the guide is not asked for: run its head for the weights only
+            else:  # the guide is not asked for: run its head for the weights only (in train
+                # mode its batch-norm statistics still see these images, as in a joint step)
                 with torch.no_grad():
                     logits = self.heads[guide](feats, x)
             out[name] = self.heads[name](feats, x, guide=torch.sigmoid(logits.float()))
