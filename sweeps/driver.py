@@ -407,7 +407,7 @@ class RayDriver:
         mode: Any = modes if len(objectives) > 1 else modes[0]
         searcher = OptunaSearch(space=optuna_space(search.space), metric=metric, mode=mode,
                                 seed=search.seed)
-        epochs = self.exp.train.epochs
+        epochs = self.exp.train_for(stage.strategy).epochs
         scheduler = None
         if search.scheduler == "asha":
             scheduler = ASHAScheduler(time_attr="epoch", metric=objectives[0], mode=modes[0],

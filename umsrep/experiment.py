@@ -116,6 +116,11 @@ class BackboneConfig:
 class StrategyConfig:
     name: Literal["independent", "alternating", "joint"]
     options: dict[str, Any] = field(default_factory=dict)  # e.g. weighting, weights, ratios
+    # ``train`` settings of this strategy's head stages that differ from the experiment's (any
+    # ``TrainConfig`` key: epochs, lr, patience, ...). Heads on a frozen backbone converge
+    # sooner than a network trained whole, so ``independent`` may get fewer epochs; a tuned
+    # hyperparameter (``search.space``) still wins over the value given here.
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -300,6 +305,12 @@ class Experiment:
         strategies = [s.name for s in self.strategies]
         if len(set(strategies)) != len(strategies):
             raise ConfigError("strategies", "each strategy at most once")
+        for i, s in enumerate(self.strategies):
+            # refuses unknown keys and wrong types, naming the strategy
+            unknown = [n for n in self.train_for(s.name).score_tasks or [] if n not in names]
+            if unknown:
+                raise ConfigError(f"strategies[{i}].train.score_tasks",
+                                  f"{unknown} are not tasks of this experiment ({names})")
         for name in self.search.space:
             if name not in SEARCHABLE and not (name.startswith("weight/") and name[7:] in names):
                 raise ConfigError(
@@ -322,6 +333,15 @@ class Experiment:
                         )
 
     # ------------------------------------------------------------------ helpers
+    def train_for(self, strategy: str) -> TrainConfig:
+        """The training settings of ``strategy``'s head stages: ``train`` with the strategy's
+        own ``train`` keys over it (the baseline and unknown names get ``train`` itself)."""
+        for i, s in enumerate(self.strategies):
+            if s.name == strategy and s.train:
+                return from_dict(TrainConfig, {**to_dict(self.train), **s.train},
+                                 f"strategies[{i}].train")
+        return self.train
+
     def task(self, name: str) -> Task:
         for t in self.tasks:
             if t.name == name:

@@ -60,3 +60,27 @@ def test_a_tuned_noise_range_still_loads_the_planned_backbone(exp):
     assert tuned.tasks["abnormal"].head_kwargs == {"dropout": 0.2}
     assert backbone_store_key(tuned, 0) == planned
     assert ctx.exp is exp  # the untuned context is left as it was
+
+
+def test_a_strategy_has_its_own_training_settings_and_a_tuned_value_wins(exp):
+    from dataclasses import replace
+
+    from tests.runner.conftest import TINY
+    from umsrep.config import ConfigError
+    from umsrep.experiment import StrategyConfig, load_experiment
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["strategies"][0]["train"] = {"epochs": 5, "lr": 0.01}
+    own = load_experiment(data=cfg, check_paths=False)
+    ind = own.train_for("independent")
+    assert (ind.epochs, ind.lr, ind.batch_size) == (5, 0.01, own.train.batch_size)
+    assert own.train_for("joint") is own.train and own.train_for("baseline") is own.train
+    tuned = apply_hyperparameters(own, {"lr": 0.003})
+    assert (tuned.train_for("independent").lr, tuned.train_for("independent").epochs) == (0.003, 5)
+    cfg["strategies"][0]["train"] = {"epoch": 5}
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.train\.epoch\b.*unknown key"):
+        load_experiment(data=cfg, check_paths=False)
+    cfg["strategies"][0]["train"] = {"score_tasks": ["lungs"]}
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.train\.score_tasks"):
+        load_experiment(data=cfg, check_paths=False)
+    assert replace(exp, strategies=[StrategyConfig("joint")]).train_for("joint") is exp.train

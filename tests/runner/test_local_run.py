@@ -19,6 +19,8 @@ def local_run(tmp_path_factory, tiny_cache):
     cfg = json.loads(json.dumps(TINY))
     cfg["data"]["cache_dir"] = str(tiny_cache)
     cfg["folds"]["run"] = 1
+    cfg["strategies"][0]["train"] = {"epochs": 1}  # independent heads: their own settings
+    cfg["strategies"][2]["train"] = {"task_batches": "shared"}  # joint: one batch for both
     exp = load_experiment(data=cfg)
     out = tmp_path_factory.mktemp("runs")
     return exp, out, run_local(exp, out)
@@ -58,6 +60,20 @@ def test_run_folder_is_complete(local_run):
     assert (joint["elapsed_s"] > 0).all() and joint["value"].between(0, 1).all()
     base = curves[(curves.kind == "baseline") & (curves.task == "abnormal")]
     assert {"abnormal/accuracy"} <= set(base.metric)
+
+
+def test_a_strategy_trains_with_its_own_settings(local_run):
+    _, _, run_dir = local_run
+    stages = pd.read_parquet(run_dir / "stages.parquet")
+    epochs = stages.groupby("strategy")["epochs"].max()
+    assert epochs["independent"] == 1  # strategies[0].train.epochs
+    assert epochs["joint"] == epochs["alternating"] == epochs["baseline"] == 2  # train.epochs
+    # joint draws one shared batch per step for lung and abnormal (train.task_batches: shared):
+    # an epoch sees each training image once, not once per task
+    results = {p.parent.name: json.loads(p.read_text())
+               for p in run_dir.glob("stages/f0-*/result.json")}
+    per_epoch = {k: r["train_images"] / r["epochs"] for k, r in results.items()}
+    assert per_epoch["f0-joint"] == per_epoch["f0-independent-lung"] > 0  # per task: twice
 
 
 def test_run_folder_records_its_environment(local_run):

@@ -115,8 +115,18 @@ def make_loader(ds, batch_size: int, shuffle: bool, seed: int, workers: int) -> 
 
 
 def loaders_for(ctx: StageContext, tasks: list[Task], positions: np.ndarray, *, train: bool,
-                batch_size: int, seed: int) -> dict[str, Any]:
-    """One loader per task over the samples that carry its target (partial labels allowed)."""
+                batch_size: int, seed: int, shared: bool = False) -> dict[str, Any]:
+    """One loader per task over the samples that carry its target (partial labels allowed);
+    ``shared``: one loader, given to every task, over the samples that carry any task's
+    target (``train.task_batches``)."""
+    if shared and len(tasks) > 1:
+        pos = np.unique(np.concatenate([labelled(ctx, positions, t) for t in tasks]))
+        if len(pos) == 0:
+            raise ValueError("no task has labelled images in this split")
+        loader = make_loader(make_dataset(ctx, pos, tasks, train=train), batch_size,
+                             shuffle=train, seed=seed, workers=ctx.exp.train.loader_workers)
+        loader = ctx.prepare_loader(loader) if train else loader
+        return {t.name: loader for t in tasks}
     out = {}
     for t in tasks:
         pos = labelled(ctx, positions, t)

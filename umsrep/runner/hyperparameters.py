@@ -10,8 +10,8 @@ key                  what it replaces
 ===================  ===================================================================
 lr, batch_size,      ``train.<key>``: the fine-tuning and baseline stages' settings (the
 optimizer,           searched stages; a backbone's ``backbone.train`` is part of its store
-weight_decay,        key and is never tuned)
-epochs
+weight_decay,        key and is never tuned), over a strategy's own ``train`` setting of
+epochs               the same key
 dropout              ``head_kwargs.dropout`` of every classification task
 noise_sigma_max      ``backbone.noise.sigmas``: those at most this (the smallest if none)
 alternating_ratio    the ``alternating`` strategy's ``ratios``: the first task this many
@@ -54,6 +54,8 @@ def apply_hyperparameters(exp: Experiment, params: dict[str, Any] | None) -> Exp
 
 
 def _strategy(s: StrategyConfig, exp: Experiment, params: dict[str, Any]) -> StrategyConfig:
+    if any(k in s.train for k in params if k in TRAIN_KEYS):  # a tuned value wins
+        s = replace(s, train={k: v for k, v in s.train.items() if k not in params})
     weights = {k[len("weight/"):]: float(v) for k, v in params.items() if k.startswith("weight/")}
     if s.name == "joint" and weights:
         base = {t.name: t.loss_weight for t in exp.tasks}

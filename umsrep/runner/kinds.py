@@ -72,7 +72,7 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
     strategy = STRATEGIES.get(strategy_name)(
         model, tasks, noise_cfg=noise_cfg, **strategy_options(cfg, ctx.device, seed), **options)
     train_loaders = loaders_for(ctx, tasks, train_pos, train=True, batch_size=cfg.batch_size,
-                                seed=seed)
+                                seed=seed, shared=cfg.task_batches == "shared")
     val_loaders = loaders_for(ctx, tasks, val_pos, train=False, batch_size=cfg.batch_size, seed=0)
     return fit(model, strategy, train_loaders, val_loaders, cfg, report=report, seed=seed,
                checkpoint_dir=newer_state(resume_from, state_dir), val_metrics=True)
@@ -151,7 +151,8 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     fold = ctx.data.folds[stage.fold]
     options = next((s.options for s in exp.strategies if s.name == stage.strategy), {})
     noise = noise_config(exp)
-    fit_result = fit_model(ctx, model, tasks, stage.strategy, options, exp.train,
+    settings = exp.train_for(stage.strategy)
+    fit_result = fit_model(ctx, model, tasks, stage.strategy, options, settings,
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
     params = getattr(fit_result, "trainable_params", None) or count_trainable_params(model)
@@ -162,10 +163,10 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     ckpt = out_dir / "checkpoint"
     if rank == 0:
         save_checkpoints(out_dir, model, model_meta(ctx, tasks, stage, chosen["threshold"]),
-                         fit_result, exp.train)
+                         fit_result, settings)
         write_stage_samples(ctx, stage, model, tasks, stage.strategy, out_dir)
     return stage_result(stage, fit_result, params, str(ckpt), **chosen,
-                        **scored_epochs(fit_result, exp.train)), metrics, preds
+                        **scored_epochs(fit_result, settings)), metrics, preds
 
 
 # ----------------------------------------------------------------------------- baseline

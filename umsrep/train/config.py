@@ -35,6 +35,12 @@ class TrainConfig:
     plateau_patience: int = 5  # reduce-on-plateau; 0: off
     plateau_factor: float = 0.5
     max_steps_per_epoch: int | None = None  # cap for smoke tests
+    # per_task: each task draws its own batches from the images labelled for it (one forward
+    # pass per task and step). shared: one loader over the images labelled for any of the
+    # stage's tasks, each task scored on those of a batch that carry its target, so the joint
+    # and independent strategies run the network once per batch for every head (a head guided
+    # by another head then costs its own layers only). Alternating takes turns either way.
+    task_batches: Literal["per_task", "shared"] = "per_task"
     loader_workers: int = 0  # DataLoader workers per Train worker
     # auto | fp32 | bf16 | fp16 (umsrep/precision.py): auto = bf16 autocast on a GPU that has it
     # (else fp16 + GradScaler) and on a CPU with native bf16 (AVX-512 BF16/AMX), else fp32
