@@ -76,6 +76,35 @@ def test_a_strategy_trains_with_its_own_settings(local_run):
     assert per_epoch["f0-joint"] == per_epoch["f0-independent-lung"] > 0  # per task: twice
 
 
+def test_independent_heads_in_one_stage_share_the_frozen_pass_and_keep_their_epochs(
+        tmp_path, tiny_cache):
+    from tests.runner.conftest import TINY
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["data"]["cache_dir"] = str(tiny_cache)
+    cfg["folds"]["run"] = 1
+    cfg["tasks"][1]["head_kwargs"] = {"guide": "lung"}
+    cfg["strategies"] = [{"name": "independent", "options": {"one_stage": True},
+                          "train": {"task_batches": "shared", "epochs": 3}}]
+    cfg["baseline"] = {"enabled": False}
+    run_dir = run_local(load_experiment(data=cfg), tmp_path)
+    stages = pd.read_parquet(run_dir / "stages.parquet")
+    heads = stages[stages["kind"] == "head"]
+    assert list(heads["strategy"]) == ["independent"] and list(heads["task"]) == [""]
+    backbone = stages.loc[stages["kind"] == "backbone", "trainable_params"].iloc[0]
+    assert 0 < heads["trainable_params"].iloc[0] < backbone  # the backbone stayed frozen
+    result = json.loads((run_dir / "stages" / "f0-independent" / "result.json").read_text())
+    assert set(result["best_epochs"]) == {"lung", "abnormal"}
+    assert result["best_epoch"] == max(result["best_epochs"].values())
+    meta = json.loads((run_dir / "stages" / "f0-independent" / "checkpoint" / "model.json")
+                      .read_text())
+    assert meta["head_epochs"] == result["best_epochs"]
+    abnormal = next(t for t in meta["tasks"] if t["name"] == "abnormal")
+    assert abnormal["head_kwargs"]["guide"] == "lung"  # guided: the lung head is in the stage
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert {"lung", "abnormal"} <= set(metrics.loc[metrics["strategy"] == "independent", "task"])
+
+
 def test_run_folder_records_its_environment(local_run):
     import torch
 

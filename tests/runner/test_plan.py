@@ -28,6 +28,13 @@ def test_backbone_once_per_fold_and_heads_depend_on_it(tiny_config):
     assert {s.id for s in waves[0]} == {"f0-backbone", "f1-backbone"}
 
 
+def test_independent_heads_in_one_stage(tiny_config):
+    tiny_config["strategies"][0]["options"] = {"one_stage": True}
+    plan = build_plan(load_experiment(data=tiny_config), [0], {0: "pool"})
+    ind = [s for s in plan.stages if s.strategy == "independent"]
+    assert [(s.id, s.tasks) for s in ind] == [("f0-independent", ("lung", "abnormal"))]
+
+
 def test_shared_pretraining_pool_trains_one_backbone(tiny_config):
     exp = load_experiment(data=tiny_config)
     plan = build_plan(exp, [0, 1, 2], {0: "pool", 1: "pool", 2: "pool"})

@@ -195,3 +195,40 @@ def test_score_tasks_must_name_tasks_of_the_experiment():
         load_experiment(data=cfg)
     cfg["train"]["score_tasks"] = ["lung"]
     assert load_experiment(data=cfg).train.score_tasks == ["lung"]
+
+
+def test_independent_heads_in_one_stage_stop_and_keep_their_best_epochs_each():
+    """Several heads on a frozen backbone: each is retired after ``patience`` epochs without
+    progress on its own metric (no more steps), the stage stops when all are, and the model
+    ends with each head at its own best epoch (its validation figures are that epoch's)."""
+    from umsrep.train.evaluate import evaluate
+    from umsrep.train.hooks import val_score
+
+    cfg = _cfg(epochs=8, patience=2, monitor="score", plateau_patience=1)
+    seed_everything(SEED)
+    model = make_model(TWO, seed=SEED)
+    strat = build_strategy("independent", model, TWO, noise_cfg=NOISE,
+                           **strategy_options(cfg, "cpu", SEED))
+    assert strat.selects_per_head
+    val = make_loaders(n=(4, 6), seed=7, tasks=TWO)
+    result = fit(model, strat, make_loaders(n=(8, 8), tasks=TWO), val, cfg, seed=SEED,
+                 val_metrics=True)
+    hist = result.history
+    assert set(result.best_epochs) == {"lung", "abnormal"}
+    assert result.best_epoch == max(result.best_epochs.values())
+    for t in TWO:
+        values = [val_score(h, {t.name: t}) for h in hist]
+        best = result.best_epochs[t.name]
+        assert values[best] == max(values[: best + 3])  # the best until it was retired
+        trained = [i for i, h in enumerate(hist) if f"train/loss/{t.name}" in h]
+        # retired two epochs after its best: no step since, and the LR was its own to cut
+        assert trained == list(range(min(best + 3, len(hist))))
+    assert result.epochs_run < cfg.epochs and strat.retired == {"lung", "abnormal"}
+    again = build_strategy("independent", make_model(TWO), TWO, noise_cfg=NOISE)
+    again.load_state_dict(strat.state_dict())  # a resumed stage keeps its retired heads
+    assert again.retired == strat.retired
+    rows, _ = evaluate(model, list(TWO), val, NOISE, device="cpu", seed=SEED)
+    now = {f"val/{r['task']}/{r['metric']}": r["value"] for r in rows if not r["noise"]}
+    for t in TWO:
+        assert val_score(now, {t.name: t}) == pytest.approx(
+            val_score(hist[result.best_epochs[t.name]], {t.name: t}))

@@ -32,8 +32,11 @@ def scored_epochs(fit_result, settings) -> dict[str, Any]:
     scored = getattr(settings, "checkpoint", "best")
     if epochs["best"] < 0:  # nothing validated: the loop's last weights are all there is
         scored = "last"
-    return {"scored_checkpoint": scored, "scored_epoch": epochs[scored],
-            "best_epoch": epochs["best"], "last_epoch": epochs["last"]}
+    out = {"scored_checkpoint": scored, "scored_epoch": epochs[scored],
+           "best_epoch": epochs["best"], "last_epoch": epochs["last"]}
+    if getattr(fit_result, "best_epochs", None):  # heads chosen each on its own
+        out["best_epochs"] = {k: int(v) for k, v in fit_result.best_epochs.items()}
+    return out
 
 
 def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, settings) -> None:
@@ -41,8 +44,10 @@ def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, sett
     ``checkpoint_last/`` or ``checkpoint_best/``, a model folder ``umsrep predict`` takes too."""
     info = scored_epochs(fit_result, settings)
     scored = info["scored_checkpoint"]
+    heads = {"head_epochs": info["best_epochs"]} if "best_epochs" in info else {}
     save_model_dir(folder / "checkpoint", model,
-                   {**meta, "checkpoint": scored, "epoch": info["scored_epoch"]})
+                   {**meta, "checkpoint": scored, "epoch": info["scored_epoch"],
+                    **(heads if scored == "best" else {})})
     if fit_result.other_weights is None:
         return
     other = "last" if scored == "best" else "best"
@@ -50,5 +55,5 @@ def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, sett
     path.mkdir(parents=True, exist_ok=True)
     torch.save(fit_result.other_weights, path / "model.pt.tmp")
     (path / "model.pt.tmp").replace(path / "model.pt")
-    atomic_write_json({**meta, "checkpoint": other, "epoch": info[f"{other}_epoch"]},
-                      path / "model.json")
+    atomic_write_json({**meta, "checkpoint": other, "epoch": info[f"{other}_epoch"],
+                       **(heads if other == "best" else {})}, path / "model.json")

@@ -88,7 +88,8 @@ def build_plan(exp: Experiment, folds: list[int], pool_digests: dict[int, str]) 
             # heads wait for the stage that actually trains this backbone, not a reuse of it
             deps = (trainer,)
         for strat in exp.strategies:
-            if strat.name == "independent":
+            # independent heads are one stage per head unless options.one_stage
+            if strat.name == "independent" and not strat.options.get("one_stage"):
                 for t in tasks:
                     plan.stages.append(Stage(
                         id=f"f{fold}-independent-{t}", fold=fold, kind="head",

@@ -114,6 +114,8 @@ class Strategy:
         self.noisy_inputs = noisy_inputs
         self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        # tasks whose heads train no more (``umsrep.train.hooks.HeadSelectionHook``)
+        self.retired: set[str] = set()
 
     # -- what subclasses implement ---------------------------------------------------------
     def schedule(self, loaders: Mapping[str, DataLoader]) -> Iterator[dict[str, Batch]]:

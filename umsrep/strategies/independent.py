@@ -18,12 +18,18 @@ class IndependentStrategy(Strategy):
     """Each epoch passes every task's loader once; batches of the tasks are interleaved.
 
     Tasks sharing one DataLoader share its batches (one frozen forward pass for all of them).
+    ``one_stage`` (read by the planner): every head in one stage instead of one stage per
+    head; with ``train.task_batches: shared`` the heads then share each frozen forward pass,
+    and a head guided by another (``guide``) is guided there. Several heads in one stage are
+    stopped, and their best epochs chosen, each on its own (``selects_per_head``); a retired
+    head (``retired``) takes no more steps.
     """
 
     name = "independent"
 
-    def __init__(self, model, tasks, **kwargs: Any) -> None:
+    def __init__(self, model, tasks, one_stage: bool = False, **kwargs: Any) -> None:
         super().__init__(model, tasks, **kwargs)
+        self.one_stage = one_stage
         for p in self.model.backbone.parameters():
             p.requires_grad_(False)
         for name in self.tasks:
@@ -32,13 +38,18 @@ class IndependentStrategy(Strategy):
                 params, self.optimizer_name, self.lr, self.weight_decay
             )
 
+    @property
+    def selects_per_head(self) -> bool:
+        """Heads on a frozen backbone do not depend on each other's epoch: each keeps its own."""
+        return len(self.tasks) > 1
+
     def train_mode(self) -> None:
         self.model.train()
         self.model.backbone.eval()
 
     def schedule(self, loaders: Mapping[str, DataLoader]) -> Iterator[dict[str, Batch]]:
         self.check_loaders(loaders)
-        groups = loader_groups({n: loaders[n] for n in self.tasks})
+        groups = loader_groups({n: loaders[n] for n in self.tasks if n not in self.retired})
         iters = [(iter(loader), names) for loader, names in groups]
         while iters:
             item: dict[str, Batch] = {}
@@ -54,6 +65,7 @@ class IndependentStrategy(Strategy):
                 yield item
 
     def step(self, batches: Mapping[str, Batch]) -> dict[str, float]:
+        batches = {n: b for n, b in batches.items() if n not in self.retired}
         for name in batches:
             self.optimizers[name].zero_grad(set_to_none=True)
         losses, _ = self.task_losses(batches)
@@ -65,3 +77,9 @@ class IndependentStrategy(Strategy):
         if stepped:
             self.scaler.update()
         return self.logs(losses)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"retired": sorted(self.retired)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.retired = set(state.get("retired", ()))

@@ -181,8 +181,12 @@ class PlateauHook(Hook):
 
     name = "plateau"
 
-    def __init__(self, factor: float = 0.5, patience: int = 5) -> None:
+    def __init__(self, factor: float = 0.5, patience: int = 5,
+                 per_head: Mapping[str, Any] | None = None) -> None:
+        """``per_head`` ({task: Task}): each optimizer (keyed by its task, as independent heads'
+        are) watches its own task's value (``head_value``) instead of the loop's monitor."""
         self.factor, self.patience = factor, patience
+        self.per_head = dict(per_head or {})
         self.schedulers: dict[str, torch.optim.lr_scheduler.ReduceLROnPlateau] = {}
 
     def before_train(self, state: LoopState) -> None:
@@ -199,8 +203,12 @@ class PlateauHook(Hook):
     def after_epoch(self, state: LoopState) -> None:
         if not state.has_monitor():
             return
-        value = state.monitored()
+        value = None if self.per_head else state.monitored()
         for key, sched in self.schedulers.items():
+            if self.per_head:
+                if key in getattr(state.strategy, "retired", ()):
+                    continue
+                value = head_value(state, key, self.per_head[key])
             sched.step(value)
             state.metrics[f"lr/{key}"] = float(sched.optimizer.param_groups[0]["lr"])
 
@@ -283,6 +291,83 @@ class BestWeightsHook(Hook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.weights = state["weights"]
+
+
+def head_value(state: LoopState, name: str, task: Any) -> float:
+    """Task ``name``'s own validation value under the loop's monitor: its main metric
+    (``val_score`` of that task alone) for ``score``, its loss for ``loss``."""
+    loss = float(state.metrics.get(f"val/loss/{name}", math.nan))
+    if state.mode == "max":  # without metrics val_score falls back to minus this task's loss
+        return val_score({**state.metrics, "val/loss": loss}, {name: task})
+    return loss
+
+
+class HeadSelectionHook(BestWeightsHook):
+    """Early stopping and best-epoch selection per head, for heads trained side by side on a
+    frozen backbone (the independent strategy with several tasks in one stage).
+
+    Each head is watched on its own validation value (``head_value``); a head that has not
+    improved for ``patience`` epochs is retired (``strategy.retired``: no more steps, its
+    optimizer untouched) and training stops when every head is. ``weights`` is the model with
+    each head at its own best epoch (the frozen backbone is the same in every epoch), which
+    ``after_train`` restores; ``best_epochs`` says which epoch each head came from.
+    """
+
+    name = "head_selection"
+
+    def __init__(self, tasks: Mapping[str, Any], patience: int = 0, restore: bool = True):
+        super().__init__(restore=restore)
+        self.tasks = dict(tasks)
+        self.patience = patience
+        self.best_values: dict[str, float] = {}
+        self.best_epochs: dict[str, int] = {}
+        self.bad_epochs: dict[str, int] = {n: 0 for n in self.tasks}
+
+    def after_epoch(self, state: LoopState) -> None:
+        if not state.validation_epoch():
+            return
+        retired = state.strategy.retired
+        model_state = state.model.state_dict()
+        if self.weights is None:
+            self.weights = copy.deepcopy(model_state)
+        for name, task in self.tasks.items():
+            if name in retired:
+                continue
+            value = head_value(state, name, task)
+            if state.better(value, self.best_values.get(name)):
+                self.best_values[name], self.best_epochs[name] = value, state.epoch
+                self.bad_epochs[name] = 0
+                prefixes = (f"heads.{name}.", f"module.heads.{name}.")  # DDP wraps it
+                self.weights.update({k: v.detach().clone() for k, v in model_state.items()
+                                     if k.startswith(prefixes)})
+            else:
+                self.bad_epochs[name] += state.val_every
+            if self.patience > 0 and self.bad_epochs[name] >= self.patience:
+                logger.info("head %s: no better for %d epochs, best epoch %s; retired",
+                            name, self.bad_epochs[name], self.best_epochs.get(name))
+                retired.add(name)
+        if self.best_epochs:
+            self.best_epoch = max(self.best_epochs.values())
+            self.best = sum(self.best_values.values()) / len(self.best_values)
+        state.best_metric = self.best
+        if retired >= set(self.tasks):
+            state.stop = True
+
+    def after_train(self, state: LoopState) -> None:
+        state.best_metric = self.best
+        if self.restore and self.weights is not None:
+            state.model.load_state_dict(self.weights)
+            logger.info("restored each head's best epoch: %s", self.best_epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_values": self.best_values,
+                "best_epochs": self.best_epochs, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.best_values = dict(state["best_values"])
+        self.best_epochs = dict(state["best_epochs"])
+        self.bad_epochs = dict(state["bad_epochs"])
 
 
 class ReportHook(Hook):

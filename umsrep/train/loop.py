@@ -38,6 +38,7 @@ from umsrep.train.config import TrainConfig
 from umsrep.train.hooks import (
     BestWeightsHook,
     EarlyStoppingHook,
+    HeadSelectionHook,
     Hook,
     LoopState,
     PlateauHook,
@@ -60,6 +61,9 @@ class FitResult:
     # the weights fit did not leave in the model: the last epoch's when the best epoch's were
     # restored (restore_best), else the best epoch's; None when no epoch was validated
     other_weights: dict[str, torch.Tensor] | None = None
+    # heads chosen each on its own (HeadSelectionHook): the best epoch of each; best_epoch is
+    # then the latest of them
+    best_epochs: dict[str, int] = field(default_factory=dict)
 
 
 def strategy_options(cfg: TrainConfig, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
@@ -140,13 +144,20 @@ def _summary(metrics: Mapping[str, float]) -> str:
 
 
 def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader], seed: int = 0,
-                  val_metrics: bool = False) -> list[Hook]:
+                  val_metrics: bool = False, per_head: Mapping[str, Any] | None = None
+                  ) -> list[Hook]:
+    """Validation, the plateau schedule, early stopping, best weights; ``per_head`` ({task:
+    Task}, heads on a frozen backbone in one stage): the schedule, stopping and best epoch
+    per head (``HeadSelectionHook``)."""
     hooks: list[Hook] = []
     if val_loaders:
         hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics,
                                     score_tasks=cfg.score_tasks))
     if cfg.plateau_patience > 0:
-        hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience))
+        hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience, per_head=per_head))
+    if per_head and val_loaders:
+        hooks.append(HeadSelectionHook(per_head, cfg.patience, restore=cfg.restore_best))
+        return hooks
     if cfg.patience > 0:
         hooks.append(EarlyStoppingHook(cfg.patience))
     hooks.append(BestWeightsHook(restore=cfg.restore_best))
@@ -189,7 +200,10 @@ def fit(
         checkpoint_dir=ckpt_dir,
         val_every=max(1, cfg.val_every), last_epoch=cfg.epochs - 1,
     )
-    own = default_hooks(cfg, val_loaders, seed, val_metrics)
+    per_head = strategy.tasks if getattr(strategy, "selects_per_head", False) else None
+    if per_head and not val_loaders:  # nothing to choose each head's epoch on
+        per_head = None
+    own = default_hooks(cfg, val_loaders, seed, val_metrics, per_head)
     reporters = [h for h in hooks if isinstance(h, ReportHook)]
     reporters += [ReportHook(report)] if report is not None else []
     all_hooks = own + [h for h in hooks if not isinstance(h, ReportHook)]
@@ -233,6 +247,7 @@ def fit(
         best_epoch=best.best_epoch,
         last_epoch=len(state.history) - 1,
         other_weights=last_weights if cfg.restore_best else best.weights,
+        best_epochs=dict(getattr(best, "best_epochs", {})),
     )
 
 
