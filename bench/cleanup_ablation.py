@@ -6,9 +6,14 @@ thresholded at the stage's chosen threshold; then the mask is scored (Dice per i
 clean-up, with islands < 10 % of the largest dropped and holes filled, and with that plus
 ``keep_largest: 2``. Prints the mean and worst image per dataset and variant.
 ``--thresholds held_out,0.5`` repeats it per threshold ("held_out": each stage's own choice,
-``evaluation.threshold``); ``--clean`` limits the clean-up variants.
+``evaluation.threshold``); ``--clean`` limits the clean-up variants. ``--ensembles`` scores the
+run's fold ensembles (``RUN_DIR/ensembles``, the figures a run reports) instead of the fold
+models; ``--tta`` replaces the run's ``evaluation.tta`` (e.g. ``pad,stretch,shift:4``), one
+list per ``;``.
 
     python bench/cleanup_ablation.py RUN_DIR [--task lung] [--thresholds held_out,0.5]
+    python bench/cleanup_ablation.py RUN_DIR --ensembles --thresholds 0.5 \
+        --clean islands+holes+keep2 --tta "pad,stretch;pad,stretch,shift:4"
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresholds", default="held_out",
                    help="comma-separated: held_out and/or numbers")
     p.add_argument("--clean", default=",".join(VARIANTS), help="comma-separated variants")
+    p.add_argument("--ensembles", action="store_true", help="the fold ensembles, not the folds")
+    p.add_argument("--tta", default=None,
+                   help="views instead of the run's evaluation.tta; ';' between lists")
     args = p.parse_args(argv)
     rules = [r if r == "held_out" else float(r) for r in args.thresholds.split(",")]
     variants = {k: VARIANTS[k] for k in args.clean.split(",")}
@@ -49,38 +57,49 @@ def main(argv: list[str] | None = None) -> int:
     index = data.index.iloc[data.external].reset_index(drop=True)
     index = index[index["mask_path"].notna()]
     rows = []
-    for stage in sorted((args.run_dir / "stages").iterdir()):
-        meta_path = stage / "checkpoint" / "model.json"
+    views = [v.split(",") for v in args.tta.split(";")] if args.tta else [None]
+    if args.ensembles:
+        folders = sorted(p for p in (args.run_dir / "ensembles").iterdir() if p.is_dir())
+    else:
+        folders = sorted(p / "checkpoint" for p in (args.run_dir / "stages").iterdir())
+    for folder in folders:
+        meta_path = folder / "model.json"
         if not meta_path.exists():
             continue
         meta = json.loads(meta_path.read_text())
         if args.task not in [t["name"] for t in meta["tasks"]]:
             continue
-        model, meta = load_model_dir(stage / "checkpoint")
+        model, meta = load_model_dir(folder)
+        name = folder.name if args.ensembles else folder.parent.name
         task = next(t for t in meta["tasks"] if t["name"] == args.task)
-        held_out = held_out_threshold(stage, meta, args.task)
+        held_out = (float((meta.get("threshold") or {}).get(args.task, 0.5)) if args.ensembles
+                    else held_out_threshold(folder.parent, meta, args.task))
         ids = index["sample_id"].astype(str).tolist()
-        probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids, index,
-                                  int(meta["image_size"]), list(meta.get("tta") or ["pad"]),
-                                  contrast=meta.get("contrast", "none"))
         masks = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
-        for rule in rules:
-            thr = held_out if rule == "held_out" else rule
-            for name, clean in variants.items():
-                s = score_original_size(probs, masks, "stretch", clean, None, thr)
-                s = s.merge(index[["sample_id", "dataset"]].astype({"sample_id": str}),
-                            on="sample_id")
-                for ds, g in s.groupby("dataset"):
-                    rows.append({"stage": stage.name, "threshold": str(rule), "variant": name,
-                                 "dataset": ds, "mean": g["dice"].mean(),
-                                 "min": g["dice"].min()})
-        print(f"{stage.name}: done", flush=True)
+        for fits in views:
+            fits = fits or list(meta.get("tta") or ["pad"])
+            probs = tta_probabilities(model, type("T", (), {"name": task["name"]})(), ids,
+                                      index, int(meta["image_size"]), fits,
+                                      contrast=meta.get("contrast", "none"))
+            for rule in rules:
+                thr = held_out if rule == "held_out" else rule
+                for variant, clean in variants.items():
+                    s = score_original_size(probs, masks, "stretch", clean, None, thr)
+                    s = s.merge(index[["sample_id", "dataset"]].astype({"sample_id": str}),
+                                on="sample_id")
+                    for ds, g in s.groupby("dataset"):
+                        rows.append({"stage": name, "tta": ",".join(fits),
+                                     "threshold": str(rule), "variant": variant,
+                                     "dataset": ds, "mean": g["dice"].mean(),
+                                     "min": g["dice"].min()})
+        print(f"{name}: done", flush=True)
     df = pd.DataFrame(rows)
-    df["strategy"] = df["stage"].str.split("-", n=1).str[1]
-    keys = ["dataset", "strategy", "threshold", "variant"]
+    df["strategy"] = (df["stage"] if args.ensembles
+                      else df["stage"].str.split("-", n=1).str[1])
+    keys = ["dataset", "strategy", "tta", "threshold", "variant"]
     print(df.groupby(keys)[["mean", "min"]].mean().round(4).to_string())
-    print(df.groupby(["dataset", "threshold", "variant"])[["mean", "min"]].mean().round(4)
-          .to_string())
+    print(df.groupby(["dataset", "tta", "threshold", "variant"])[["mean", "min"]].mean()
+          .round(4).to_string())
     return 0
 
 

@@ -165,13 +165,17 @@ class SearchConfig:
     seed: int = 0
 
 
+FITS = ("stretch", "pad")  # umsrep.data.geometry.FITS, without loading OpenCV to read a file
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     # Segmentation scored at the original size (and ``umsrep predict`` masks): average the
-    # probability maps of these fits of the original image, each mapped back, before the 0.5
-    # threshold (test-time augmentation over aspect ratio, umsrep/derive/tta.py). Empty: only
-    # data.fit, on the cached image.
-    tta: list[Literal["stretch", "pad"]] = field(default_factory=list)
+    # probability maps of these fits of the original image, each mapped back, before the
+    # threshold (test-time augmentation over aspect ratio, umsrep/derive/tta.py); "shift:N"
+    # adds four views of each fit moved diagonally by N pixels of the model's square. Empty:
+    # only data.fit, on the cached image.
+    tta: list[str] = field(default_factory=list)
     # After the threshold, at the original size (umsrep/derive/postprocess.py): drop connected
     # regions smaller than this fraction of the largest (0 = keep all), fill enclosed holes.
     min_component: float = 0.0
@@ -191,6 +195,15 @@ class EvaluationConfig:
     correct_iou: float = SEGMENTATION_CORRECT_IOU
 
     def validate(self, key: str) -> None:
+        for i, view in enumerate(self.tta):
+            shift = view[len("shift:"):] if view.startswith("shift:") else None
+            if view not in FITS and not (shift is not None and shift.isdigit()
+                                         and int(shift) > 0):
+                raise ConfigError(f"{key}.tta[{i}]", f"{view!r} is not a view; use "
+                                  f"{', '.join(FITS)} or shift:N (N pixels, N >= 1)")
+        if self.tta and all(v.startswith("shift:") for v in self.tta):
+            raise ConfigError(f"{key}.tta", "shift:N moves the views of a fit: name a fit too "
+                              f"({', '.join(FITS)})")
         if not 0.0 < self.correct_iou <= 1.0:
             raise ConfigError(f"{key}.correct_iou", "must be in (0, 1]")
         if not 0.0 <= self.min_component < 1.0:

@@ -90,3 +90,40 @@ def test_segment_original_averages_fits_at_the_original_size():
     square = _Bright()
     segment_original(square, "lung", _disc(96, 96, 30), 64, ("pad", "stretch"))
     assert square.calls == 1  # both fits are the same picture for a square image
+
+
+def test_shift_views_are_moved_back_before_the_mean():
+    """shift:N runs four diagonally moved copies of each fit: a position-blind model then gives
+    the same map away from the border (each view moved back), and five times the calls."""
+    from umsrep.derive.tta import average_over_fits, split_fits
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (64, 64)).astype(np.uint8)
+    calls = []
+
+    def pointwise(x):
+        calls.append(1)
+        return torch.sigmoid(3 * x)[0, 0].numpy()
+
+    plain = average_over_fits(pointwise, pixels, 64, ("stretch",))
+    shifted = average_over_fits(pointwise, pixels, 64, ("stretch", "shift:3"))
+    assert len(calls) == 1 + 5
+    np.testing.assert_allclose(shifted[3:-3, 3:-3], plain[3:-3, 3:-3], rtol=1e-6)
+    assert not np.allclose(shifted, plain)  # the border saw repeated edge pixels
+    assert split_fits(["pad", "shift:4"]) == (["pad"], 4)
+    assert split_fits(["shift:2"]) == (["stretch"], 2)
+
+
+@pytest.mark.parametrize("tta, ok", [(["pad", "shift:4"], True), (["shift:4"], False),
+                                     (["pad", "shift:0"], False), (["zoom"], False)])
+def test_tta_views_are_checked_when_the_file_is_read(tta, ok):
+    from umsrep.config import ConfigError, from_dict
+    from umsrep.data.geometry import FITS as GEOMETRY_FITS
+    from umsrep.experiment import FITS, EvaluationConfig
+
+    assert FITS == GEOMETRY_FITS
+    if ok:
+        assert from_dict(EvaluationConfig, {"tta": tta}, "evaluation").tta == tta
+    else:
+        with pytest.raises(ConfigError, match="tta"):
+            from_dict(EvaluationConfig, {"tta": tta}, "evaluation")

@@ -7,6 +7,10 @@ runs the model once per fit, maps each probability map back to ``H x W``
 non-square radiograph is seen at its true aspect ratio and squeezed to the square (as in the
 paper's preprocessing); averaging the two is test-time augmentation over aspect ratio. For a
 square image both fits are the same picture and the model runs once.
+
+A ``shift:N`` entry among the fits adds, for every fit, four views of the model's square moved
+diagonally by N pixels (edge pixels repeated), each map moved back before the mean: test-time
+augmentation over position (5x the forward passes).
 """
 
 from __future__ import annotations
@@ -52,9 +56,39 @@ def average_over_fits(probability: Callable[[torch.Tensor], np.ndarray], pixels:
     ``probability``; a square image is seen once, whatever ``fits`` lists.
     """
     height, width = pixels.shape[:2]
-    views = list(dict.fromkeys(fits)) if height != width else list(fits)[:1]
+    geometric, shift = split_fits(fits)
+    views = list(dict.fromkeys(geometric)) if height != width else geometric[:1]
+    moves = [(0, 0)] + ([(shift, shift), (-shift, -shift), (shift, -shift), (-shift, shift)]
+                        if shift else [])
     total = np.zeros((height, width), dtype=np.float32)
     for fit in views:
         x, _ = normalize_image(pixels, size, fit)
-        total += from_square(probability(x), (height, width), fit)
+        square = np.zeros((size, size), dtype=np.float32)
+        for dy, dx in moves:
+            square += _move(np.asarray(probability(_move(x, dy, dx)), np.float32), -dy, -dx)
+        total += from_square(square / len(moves), (height, width), fit)
     return total / len(views)
+
+
+def split_fits(fits: Sequence[str]) -> tuple[list[str], int]:
+    """``(geometric fits, shift in pixels)`` of an ``evaluation.tta`` list (module doc);
+    ``stretch`` when it names no geometric fit."""
+    geometric = [f for f in fits if not str(f).startswith("shift:")]
+    shifts = [int(str(f)[len("shift:"):]) for f in fits if str(f).startswith("shift:")]
+    return geometric or ["stretch"], max(shifts, default=0)
+
+
+def _move(array, dy: int, dx: int):
+    """``array`` (``[..., S, S]`` tensor or ndarray) moved by ``dy, dx`` pixels, its edge
+    pixels repeated into the gap."""
+    if dy == 0 and dx == 0:
+        return array
+    size = array.shape[-1]
+    pad = max(abs(dy), abs(dx))
+    if isinstance(array, torch.Tensor):
+        padded = torch.nn.functional.pad(array, (pad, pad, pad, pad), mode="replicate")
+    else:
+        padded = np.pad(array, [(0, 0)] * (array.ndim - 2) + [(pad, pad), (pad, pad)],
+                        mode="edge")
+    out = padded[..., pad - dy:pad - dy + size, pad - dx:pad - dx + size]
+    return out.contiguous() if isinstance(out, torch.Tensor) else np.ascontiguousarray(out)
