@@ -115,16 +115,19 @@ def make_loader(ds, batch_size: int, shuffle: bool, seed: int, workers: int) -> 
 
 
 def loaders_for(ctx: StageContext, tasks: list[Task], positions: np.ndarray, *, train: bool,
-                batch_size: int, seed: int, shared: bool = False) -> dict[str, Any]:
+                batch_size: int, seed: int, shared: bool = False,
+                workers: int | None = None) -> dict[str, Any]:
     """One loader per task over the samples that carry its target (partial labels allowed);
     ``shared``: one loader, given to every task, over the samples that carry any task's
-    target (``train.task_batches``)."""
+    target (``train.task_batches``); ``workers``: DataLoader workers (default
+    ``train.loader_workers``)."""
+    workers = ctx.exp.train.loader_workers if workers is None else workers
     if shared and len(tasks) > 1:
         pos = np.unique(np.concatenate([labelled(ctx, positions, t) for t in tasks]))
         if len(pos) == 0:
             raise ValueError("no task has labelled images in this split")
         loader = make_loader(make_dataset(ctx, pos, tasks, train=train), batch_size,
-                             shuffle=train, seed=seed, workers=ctx.exp.train.loader_workers)
+                             shuffle=train, seed=seed, workers=workers)
         loader = ctx.prepare_loader(loader) if train else loader
         return {t.name: loader for t in tasks}
     out = {}
@@ -134,7 +137,7 @@ def loaders_for(ctx: StageContext, tasks: list[Task], positions: np.ndarray, *, 
             raise ValueError(f"task {t.name!r} has no labelled images in this split")
         ds = make_dataset(ctx, pos, [t], train=train)
         loader = make_loader(ds, batch_size, shuffle=train, seed=seed,
-                             workers=ctx.exp.train.loader_workers)
+                             workers=workers)
         out[t.name] = ctx.prepare_loader(loader) if train else loader
     return out
 

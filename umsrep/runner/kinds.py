@@ -72,8 +72,10 @@ def fit_model(ctx: StageContext, model, tasks: list[Task], strategy_name: str, o
     strategy = STRATEGIES.get(strategy_name)(
         model, tasks, noise_cfg=noise_cfg, **strategy_options(cfg, ctx.device, seed), **options)
     train_loaders = loaders_for(ctx, tasks, train_pos, train=True, batch_size=cfg.batch_size,
-                                seed=seed, shared=cfg.task_batches == "shared")
-    val_loaders = loaders_for(ctx, tasks, val_pos, train=False, batch_size=cfg.batch_size, seed=0)
+                                seed=seed, shared=cfg.task_batches == "shared",
+                                workers=cfg.loader_workers)
+    val_loaders = loaders_for(ctx, tasks, val_pos, train=False, batch_size=cfg.batch_size, seed=0,
+                              workers=cfg.loader_workers)
     return fit(model, strategy, train_loaders, val_loaders, cfg, report=report, seed=seed,
                checkpoint_dir=newer_state(resume_from, state_dir), val_metrics=True)
 
