@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tta", default=None,
                    help="views instead of the run's evaluation.tta; ';' between lists")
     args = p.parse_args(argv)
+    if not (args.run_dir / "data.json").is_file():
+        p.error(f"{args.run_dir} is not a run folder (no data.json)")
     rules = [r if r == "held_out" else float(r) for r in args.thresholds.split(",")]
     variants = {k: VARIANTS[k] for k in args.clean.split(",")}
     torch.set_num_threads(2)
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = load_model_dir(folder)
         name = folder.name if args.ensembles else folder.parent.name
         task = next(t for t in meta["tasks"] if t["name"] == args.task)
-        held_out = (float((meta.get("threshold") or {}).get(args.task, 0.5)) if args.ensembles
-                    else held_out_threshold(folder.parent, meta, args.task))
+        # an ensemble folder keeps its result.json beside model.json, a stage one level up
+        held_out = held_out_threshold(folder if args.ensembles else folder.parent, meta,
+                                      args.task)
         ids = index["sample_id"].astype(str).tolist()
         masks = dict(zip(index["sample_id"].astype(str), index["mask_path"], strict=True))
         for fits in views:
@@ -104,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def held_out_threshold(stage: Path, meta: dict, task: str) -> float:
-    """The threshold the stage's held-out fold picks: its model.json's, unless the run fixed
-    one (``evaluation.threshold``), then re-picked from the held-out Dice its result.json keeps."""
+    """The threshold the held-out fold picks for a stage (or a fold ensemble): its model.json's,
+    unless the run fixed one (``evaluation.threshold``), then re-picked from the held-out Dice
+    its result.json keeps."""
     import numpy as np
 
     from umsrep.runner.threshold import pick_threshold

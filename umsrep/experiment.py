@@ -303,7 +303,11 @@ class Experiment:
                 raise ConfigError("backbone.task", f"supervised pretraining needs one of {names}")
         if self.backbone.pretrain == "denoise" and self.backbone.head != "denoise":
             raise ConfigError("backbone.head", "denoise pretraining uses the 'denoise' head")
-        for key, train in (("train", self.train), ("backbone.train", self.backbone.train)):
+        # train_for also refuses a strategy's unknown train keys and wrong types, naming it
+        trains = [("train", self.train), ("backbone.train", self.backbone.train)] + [
+            (f"strategies[{i}].train", self.train_for(s.name))
+            for i, s in enumerate(self.strategies)]
+        for key, train in trains:
             unknown = [n for n in train.score_tasks or [] if n not in names]
             if unknown:
                 raise ConfigError(f"{key}.score_tasks",
@@ -318,12 +322,6 @@ class Experiment:
         strategies = [s.name for s in self.strategies]
         if len(set(strategies)) != len(strategies):
             raise ConfigError("strategies", "each strategy at most once")
-        for i, s in enumerate(self.strategies):
-            # refuses unknown keys and wrong types, naming the strategy
-            unknown = [n for n in self.train_for(s.name).score_tasks or [] if n not in names]
-            if unknown:
-                raise ConfigError(f"strategies[{i}].train.score_tasks",
-                                  f"{unknown} are not tasks of this experiment ({names})")
         for name in self.search.space:
             if name not in SEARCHABLE and not (name.startswith("weight/") and name[7:] in names):
                 raise ConfigError(

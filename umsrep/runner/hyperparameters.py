@@ -54,7 +54,7 @@ def apply_hyperparameters(exp: Experiment, params: dict[str, Any] | None) -> Exp
 
 
 def _strategy(s: StrategyConfig, exp: Experiment, params: dict[str, Any]) -> StrategyConfig:
-    if any(k in s.train for k in params if k in TRAIN_KEYS):  # a tuned value wins
+    if s.train:  # a tuned value wins over the strategy's own
         s = replace(s, train={k: v for k, v in s.train.items() if k not in params})
     weights = {k[len("weight/"):]: float(v) for k, v in params.items() if k.startswith("weight/")}
     if s.name == "joint" and weights:
