@@ -89,3 +89,43 @@ def test_the_guide_must_be_a_segmentation_task_of_the_experiment():
     cls["head_kwargs"] = {"guide": "heart"}
     with pytest.raises(ConfigError, match=r"head_kwargs.guide.*not a segmentation task"):
         load_experiment(data=cfg)
+
+
+def test_convs_widen_the_deepest_map_before_pooling():
+    model = _model(LUNG, _tb(guide="lung", convs=2))
+    head = model.heads["tb"]
+    assert len(head.convs) == 2
+    x = torch.randn(2, 1, 32, 32)
+    feats = model.backbone.forward_features(x)
+    weights = torch.sigmoid(model.heads["lung"](feats, x))
+    want = head.mlp(guided_mean(head.convs(feats[-1]), weights))
+    torch.testing.assert_close(model(x, ["tb"])["tb"], want)
+    # a unit of the convolved map sees farther: a pixel change at the opposite corner of the
+    # image moves the corner unit only after the convs (tiny preset: 4 maps, 32 px -> 2x2)
+    x2 = x.clone()
+    x2[..., -1, -1] += 10.0
+    deep, deep2 = feats[-1], model.backbone.forward_features(x2)[-1]
+    assert torch.equal(deep[..., 0, 0], deep2[..., 0, 0])
+    assert not torch.equal(head.convs(deep)[..., 0, 0], head.convs(deep2)[..., 0, 0])
+    with pytest.raises(ValueError, match="convs must be"):
+        _model(_tb(convs=-1))
+
+
+def test_gem_pooling_lies_between_the_mean_and_the_max_and_learns_its_exponent():
+    model = _model(LUNG, _tb(guide="lung", pool="gem")).train()
+    head = model.heads["tb"]
+    f = torch.rand(3, 4, 5, 5)
+    ones = torch.ones(3, 1, 5, 5)
+    gem = head._pool(f, None)
+    assert torch.all(gem >= f.mean(dim=(2, 3)) - 1e-6)
+    assert torch.all(gem <= f.amax(dim=(2, 3)) + 1e-6)
+    torch.testing.assert_close(head._pool(f, ones), gem, atol=1e-3, rtol=1e-3)
+    with torch.no_grad():  # p = 1 is the (guided) mean
+        head.p.fill_(1.0)
+        torch.testing.assert_close(head._pool(f, ones), guided_mean(f, ones))
+        head.p.fill_(3.0)
+    out = model(torch.randn(2, 1, 32, 32))
+    out["tb"].sum().backward()
+    assert head.p.grad is not None and head.p.grad != 0
+    with pytest.raises(ValueError, match="pool must be"):
+        _model(_tb(pool="max"))

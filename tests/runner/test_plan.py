@@ -68,7 +68,8 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
     assert key() == plain
     # the defaults (fit stretch, augment none; later: checkpoint best, monitor loss) add nothing
     assert key(fit="stretch", augment="none") == plain
-    assert key({"checkpoint": "best", "monitor": "loss"}) == plain
+    assert key({"checkpoint": "best", "monitor": "loss", "schedule": "plateau"}) == plain
+    assert key({"schedule": "cosine"}) != plain
     assert key(fit="pad") == "5c95faacf5c91681"
     assert key(augment="cxr") == "92b0b287eaf57f2f"
     assert key(fit="pad", augment="cxr") == "fd7794fd624c0439"

@@ -127,6 +127,18 @@ def test_plateau_reduces_lr_and_history_logs_weights():
     assert result.history[0]["train/weight/abnormal"] == 3.0
 
 
+def test_cosine_schedule_anneals_to_zero_over_the_epochs_and_replaces_the_plateau():
+    cfg = _cfg(epochs=4, lr=0.01, schedule="cosine", plateau_patience=1, optimizer="sgd")
+    _, result = _run(cfg)
+    lrs = [h["lr/all"] for h in result.history]
+    assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in (1, 2, 3, 4)])
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    from umsrep.train.loop import default_hooks
+
+    names = [h.name for h in default_hooks(cfg, {})]
+    assert "cosine" in names and "plateau" not in names
+
+
 def test_monitor_must_exist():
     with pytest.raises(KeyError, match="monitor"):
         _run(_cfg(monitor="val/nothing", patience=2))

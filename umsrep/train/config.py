@@ -32,6 +32,11 @@ class TrainConfig:
     # A task whose validation metric is noisy (an AUC on 45 images swings by +-0.05) then does
     # not stop, or pick the epoch of, a stage whose other task is still improving.
     score_tasks: list[str] | None = None
+    # the LR schedule: "plateau" = reduce on plateau of the monitor (below; off with
+    # plateau_patience 0); "cosine" = cosine annealing from lr to ~0 over `epochs`, one step
+    # per epoch (Loshchilov & Hutter 2017), which fits a fixed, short budget: a stage of 20
+    # epochs leaves a plateau schedule with patience 4 one or two halvings at most
+    schedule: Literal["plateau", "cosine"] = "plateau"
     plateau_patience: int = 5  # reduce-on-plateau; 0: off
     plateau_factor: float = 0.5
     max_steps_per_epoch: int | None = None  # cap for smoke tests

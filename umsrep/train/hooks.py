@@ -220,6 +220,36 @@ class PlateauHook(Hook):
             sched.load_state_dict(state[key])
 
 
+class CosineHook(Hook):
+    """Cosine-anneal every optimizer's LR from its start to 0 over ``epochs`` (one step per
+    epoch, ``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
+
+    name = "cosine"
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.schedulers: dict[str, torch.optim.lr_scheduler.CosineAnnealingLR] = {}
+
+    def before_train(self, state: LoopState) -> None:
+        if not self.schedulers:
+            self.schedulers = {
+                k: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
+                for k, opt in state.strategy.optimizers.items()
+            }
+
+    def after_epoch(self, state: LoopState) -> None:
+        for key, sched in self.schedulers.items():
+            sched.step()
+            state.metrics[f"lr/{key}"] = float(sched.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: s.state_dict() for k, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, sched in self.schedulers.items():
+            sched.load_state_dict(state[key])
+
+
 class EarlyStoppingHook(Hook):
     """Stop after ``patience`` epochs without improvement of the monitored value."""
 

@@ -37,6 +37,7 @@ from umsrep.train.checkpoint import (
 from umsrep.train.config import TrainConfig
 from umsrep.train.hooks import (
     BestWeightsHook,
+    CosineHook,
     EarlyStoppingHook,
     HeadSelectionHook,
     Hook,
@@ -153,7 +154,9 @@ def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader], seed:
     if val_loaders:
         hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics,
                                     score_tasks=cfg.score_tasks))
-    if cfg.plateau_patience > 0:
+    if cfg.schedule == "cosine":
+        hooks.append(CosineHook(cfg.epochs))
+    elif cfg.plateau_patience > 0:
         hooks.append(PlateauHook(cfg.plateau_factor, cfg.plateau_patience, per_head=per_head))
     if per_head and val_loaders:
         hooks.append(HeadSelectionHook(per_head, cfg.patience, restore=cfg.restore_best))
