@@ -176,7 +176,21 @@ class ValidationHook(Hook):
             state.metrics["val/score"] = val_score(state.metrics, scored or strategy.tasks)
 
 
-class PlateauHook(Hook):
+class _SchedulerHook(Hook):
+    """A hook that holds one LR scheduler per optimizer (``schedulers``, keyed like
+    ``strategy.optimizers``) and saves them for resume."""
+
+    schedulers: dict[str, Any]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: s.state_dict() for k, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, sched in self.schedulers.items():
+            sched.load_state_dict(state[key])
+
+
+class PlateauHook(_SchedulerHook):
     """Reduce every optimizer's LR by ``factor`` after ``patience`` epochs without progress."""
 
     name = "plateau"
@@ -212,15 +226,8 @@ class PlateauHook(Hook):
             sched.step(value)
             state.metrics[f"lr/{key}"] = float(sched.optimizer.param_groups[0]["lr"])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {k: s.state_dict() for k, s in self.schedulers.items()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, sched in self.schedulers.items():
-            sched.load_state_dict(state[key])
-
-
-class CosineHook(Hook):
+class CosineHook(_SchedulerHook):
     """Cosine-anneal every optimizer's LR from its start to 0 over ``epochs`` (one step per
     epoch, ``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
 
@@ -241,13 +248,6 @@ class CosineHook(Hook):
         for key, sched in self.schedulers.items():
             sched.step()
             state.metrics[f"lr/{key}"] = float(sched.optimizer.param_groups[0]["lr"])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: s.state_dict() for k, s in self.schedulers.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, sched in self.schedulers.items():
-            sched.load_state_dict(state[key])
 
 
 class EarlyStoppingHook(Hook):

@@ -64,7 +64,6 @@ class ClassificationHead(nn.Module):
         self.num_classes = num_classes
         self.convs = nn.Sequential(*(conv_bn_relu(channels[-1], channels[-1])
                                      for _ in range(convs)))
-        self.pool_kind = pool
         # GeM's exponent, learnt; 3 is the usual start (p=1 is the mean)
         self.p = nn.Parameter(torch.tensor(3.0)) if pool == "gem" else None
         if hidden > 0:
