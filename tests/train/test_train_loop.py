@@ -26,7 +26,7 @@ SEED = 3
 
 
 def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, checkpoint_dir=None,
-         **options):
+         hooks=(), **options):
     seed_everything(SEED)
     model = make_model(tasks, seed=SEED)
     strat = build_strategy(
@@ -34,7 +34,7 @@ def _run(cfg: TrainConfig, strategy="joint", tasks=TWO, report=None, checkpoint_
     )
     train = make_loaders(n=(8, 8), tasks=tasks)
     val = make_loaders(n=(4, 4), seed=7, tasks=tasks)
-    return model, fit(model, strat, train, val, cfg, report=report, seed=SEED,
+    return model, fit(model, strat, train, val, cfg, hooks, report=report, seed=SEED,
                       checkpoint_dir=checkpoint_dir)
 
 
@@ -137,6 +137,27 @@ def test_cosine_schedule_anneals_to_zero_over_the_epochs_and_replaces_the_platea
 
     names = [h.name for h in default_hooks(cfg, {})]
     assert "cosine" in names and "plateau" not in names
+
+
+def test_a_cosine_stage_resumed_after_a_crash_ends_as_an_uninterrupted_one(tmp_path):
+    from umsrep.train.hooks import Hook
+
+    class Crash(Hook):
+        name = "crash"
+
+        def after_epoch(self, state):
+            if state.epoch == 1:  # before epoch 1's checkpoint: last.pt holds epoch 0
+                raise RuntimeError("worker lost")
+
+    cfg = _cfg(epochs=3, lr=0.01, schedule="cosine")
+    model_full, full = _run(cfg, checkpoint_dir=tmp_path / "full")
+    with pytest.raises(RuntimeError, match="worker lost"):
+        _run(cfg, checkpoint_dir=tmp_path / "part", hooks=[Crash()])
+    model_res, resumed = _run(cfg, checkpoint_dir=tmp_path / "part")
+    assert [h["lr/all"] for h in resumed.history] == [h["lr/all"] for h in full.history]
+    assert [h["val/loss"] for h in resumed.history] == [h["val/loss"] for h in full.history]
+    for k, v in model_full.state_dict().items():
+        assert torch.equal(v, model_res.state_dict()[k]), k
 
 
 def test_monitor_must_exist():
