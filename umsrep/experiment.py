@@ -201,6 +201,9 @@ class EvaluationConfig:
                                          and int(shift) > 0):
                 raise ConfigError(f"{key}.tta[{i}]", f"{view!r} is not a view; use "
                                   f"{', '.join(FITS)} or shift:N (N pixels, N >= 1)")
+        if sum(v.startswith("shift:") for v in self.tta) > 1:
+            raise ConfigError(f"{key}.tta", "at most one shift:N (each fit gets the four views "
+                              "moved by N)")
         if self.tta and all(v.startswith("shift:") for v in self.tta):
             raise ConfigError(f"{key}.tta", "shift:N moves the views of a fit: name a fit too "
                               f"({', '.join(FITS)})")
@@ -296,6 +299,11 @@ class Experiment:
         names = [t.name for t in self.tasks]
         if not names:
             raise ConfigError("tasks", "at least one target task is required")
+        for i, view in enumerate(self.evaluation.tta):
+            if view.startswith("shift:") and int(view[6:]) >= self.data.image_size // 2:
+                raise ConfigError(f"evaluation.tta[{i}]", f"{view} moves the view by half the "
+                                  f"model's {self.data.image_size} px square or more; use a "
+                                  "few pixels")
         if len(set(names)) != len(names):
             raise ConfigError("tasks", f"task names must be unique, got {names}")
         if self.backbone.pretrain == "supervised":

@@ -115,7 +115,8 @@ def test_shift_views_are_moved_back_before_the_mean():
 
 
 @pytest.mark.parametrize("tta, ok", [(["pad", "shift:4"], True), (["shift:4"], False),
-                                     (["pad", "shift:0"], False), (["zoom"], False)])
+                                     (["pad", "shift:0"], False), (["zoom"], False),
+                                     (["pad", "shift:2", "shift:4"], False)])
 def test_tta_views_are_checked_when_the_file_is_read(tta, ok):
     from umsrep.config import ConfigError, from_dict
     from umsrep.data.geometry import FITS as GEOMETRY_FITS
@@ -127,3 +128,16 @@ def test_tta_views_are_checked_when_the_file_is_read(tta, ok):
     else:
         with pytest.raises(ConfigError, match="tta"):
             from_dict(EvaluationConfig, {"tta": tta}, "evaluation")
+
+
+def test_a_shift_of_half_the_square_is_refused_with_the_image_size():
+    from pathlib import Path
+
+    from umsrep.config import ConfigError
+    from umsrep.experiment import load_experiment
+
+    demo = Path(__file__).resolve().parents[2] / "sweeps" / "demo.yaml"  # 32 px
+    ok = load_experiment(demo, check_paths=False, overrides={"evaluation.tta": ["pad", "shift:15"]})
+    assert ok.evaluation.tta == ["pad", "shift:15"]
+    with pytest.raises(ConfigError, match="half the model's 32 px"):
+        load_experiment(demo, check_paths=False, overrides={"evaluation.tta": ["pad", "shift:16"]})
