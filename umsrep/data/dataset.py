@@ -156,19 +156,23 @@ def build_cxr_augment(
     brightness: float = 0.1,
     contrast: float = 0.1,
     aspect: tuple[float, float] | None = (0.85, 1.15),
+    geometry: float = 0.5,
 ) -> v2.Compose:
     """Joint image/mask augmentation for chest X-rays (0-1 float image, 0/1 mask).
 
-    Aspect jitter (one axis stretched by ``aspect``, ``RandomAspect``), then a small affine
-    (degrees, fraction of size, zoom factor), applied identically to image and mask (the mask
-    with nearest neighbour), then brightness/contrast jitter on the image only. No horizontal
-    flip: it would move the heart to the wrong side.
+    With probability ``geometry``, aspect jitter (one axis stretched by ``aspect``,
+    ``RandomAspect``) then a small affine (degrees, fraction of size, zoom factor), applied
+    identically to image and mask (the mask with nearest neighbour); then brightness/contrast
+    jitter on the image only. No horizontal flip: it would move the heart to the wrong side.
+    The other images keep their pixels as a test image does (``umsrep.data.augment.CxrAugment``
+    says why).
     """
     first = [RandomAspect(aspect)] if aspect else []
+    moves = [*first, v2.RandomAffine(degrees=rotation, translate=(translate, translate),
+                                     scale=scale)]
     return v2.Compose(
         [
-            *first,
-            v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale),
+            v2.RandomApply(moves, p=geometry) if geometry < 1 else v2.Compose(moves),
             v2.ColorJitter(brightness=brightness, contrast=contrast),
             v2.Lambda(_clamp01, tv_tensors.Image),
         ]
