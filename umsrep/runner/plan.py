@@ -53,11 +53,19 @@ class Plan:
         return waves
 
 
+# The version of what ``data.augment`` draws (umsrep/data/augment.py): bumped when a named
+# augmentation changes the images pretraining sees, so a backbone stored under the old one is
+# trained again. 2: the geometric warp on half of the images, not all (2026-12-03).
+AUGMENT_VERSION = 2
+
+
 def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
     """Content address of a backbone: its config and the exact samples it was trained on."""
     # pretraining sees the same fit and augmentation as the heads; the defaults add nothing to
     # the hash, so keys of earlier runs without them stay valid
     extra = tuple(v for v in (exp.data.fit, exp.data.augment) if v not in ("stretch", "none"))
+    if exp.data.augment != "none":  # as for contrast: a changed augmentation retrains
+        extra += (f"augment-v{AUGMENT_VERSION}",)
     if exp.data.contrast != "none":  # a changed method (its VERSION) trains a new backbone
         extra += (f"contrast={contrast_key(exp.data.contrast)}",)
     backbone = to_dict(exp.backbone)
