@@ -163,6 +163,36 @@ def test_the_one_warp_path_is_the_identity_when_nothing_is_drawn():
 
 
 @pytest.mark.parametrize("robust", [False, True])
+def test_half_of_the_images_keep_their_pixels_as_test_images_do(robust):
+    """The geometric warp (bilinear: it blurs a small image) is drawn for half of the images;
+    the others reach the model untouched, so a model also trains on images as sharp as the ones
+    it is tested on. The frame keeps its own probability; ``geometry`` 1 warps every image."""
+    image, mask = (x.as_subclass(torch.Tensor) for x in _scene())
+    quiet = dict(brightness=0, contrast=0, gamma=0, washout=0, bands=0)
+
+    def untouched(augment, n=200) -> float:
+        torch.manual_seed(0)
+        same = 0
+        for _ in range(n):
+            out_image, out_mask = augment(image, mask)
+            same += torch.equal(out_image, image) and torch.equal(out_mask, mask)
+        return same / n
+
+    frame = 0.25 if robust else 0.0
+    assert untouched(CxrAugment(robust=robust, frame=frame, **quiet)) == pytest.approx(
+        0.5 * (1 - frame), abs=0.08)
+    assert untouched(CxrAugment(robust=robust, frame=frame, geometry=1.0, **quiet)) == 0
+    assert untouched(CxrAugment(robust=robust, frame=0, geometry=0.0, **quiet)) == 1
+    # the named augmentations and the v2 reference pipeline draw the warp at the same rate
+    assert build_augment("cxr_robust" if robust else "cxr").geometry == 0.5
+    reference = build_cxr_robust_augment(gamma=0, washout=0, frame=0, bands=0, geometry=0.0)
+    torch.manual_seed(0)
+    out_image, out_mask = reference(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    assert torch.allclose(out_image, image, atol=0.11)  # brightness/contrast jitter only
+    assert torch.equal(out_mask.as_subclass(torch.Tensor), mask)
+
+
+@pytest.mark.parametrize("robust", [False, True])
 def test_the_one_warp_path_moves_masks_with_the_image(robust):
     """Image = its own mask: after any draw, the warped image (bilinear) cut at 0.5 and the
     warped masks (nearest) agree; masks stay 0/1 uint8, the image on 0-1, bands black in both."""

@@ -66,7 +66,7 @@ def test_identity_augment_changes_nothing_and_random_keeps_mask_aligned(cache):
     assert torch.allclose(plain["image"], same["image"]) and torch.equal(plain["mask"], same["mask"])
     torch.manual_seed(0)
     moved = CachedDataset(cache, indices=[0], augment=build_cxr_augment(
-        rotation=0, translate=0.2, brightness=0, contrast=0, aspect=None))
+        rotation=0, translate=0.2, brightness=0, contrast=0, aspect=None, geometry=1.0))
     out = moved[0]
     assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
     # image and mask move together: the mask's bright box should still cover the same pixels

@@ -156,7 +156,8 @@ def test_augmentation_moves_every_mask_with_the_image(imported, tmp_path):
     labels = {"heart": TaskLabel("mask_heart")}
     plain = CachedDataset(cache, indices=[0], tasks=labels)[0]
     shift = build_cxr_augment(
-        rotation=0, translate=0.2, scale=(1, 1), brightness=0, contrast=0, aspect=None
+        rotation=0, translate=0.2, scale=(1, 1), brightness=0, contrast=0, aspect=None,
+        geometry=1.0,
     )
     torch.manual_seed(3)
     moved = CachedDataset(cache, indices=[0], tasks=labels, augment=shift)[0]
