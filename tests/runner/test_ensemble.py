@@ -332,3 +332,27 @@ def test_report_tables_show_the_ensemble_beside_the_fold_statistics(two_fold_run
     assert joint["ensemble"] == pytest.approx(folds[folds.fold == -1]["value"].item())
     assert "dice_orig (ensemble)" in tables["metrics"].columns
     assert (tables["mcnemar"]["n_pairs"] <= 2 * 16).all()  # 2 fold models x 16 test images
+
+
+def test_bench_augment_shift_reads_a_run_and_its_views_agree_without_augmentation(
+        two_fold_run, capsys):
+    """``bench/augment_shift.py`` on a real run folder: one row per view for every two-class
+    classifier it is asked about; the tiny run trains without augmentation, so its untouched
+    and "augmented" views are the same images and must give the same figures."""
+    import importlib.util
+    from pathlib import Path
+
+    _, _, run_dir = two_fold_run
+    path = Path(__file__).resolve().parents[2] / "bench" / "augment_shift.py"
+    spec = importlib.util.spec_from_file_location("augment_shift", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([str(run_dir), "--stages", "f0-joint,f1-baseline-abnormal"]) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+    rows = [ln for ln in lines if len(ln) == 8 and ln[2] in ("untouched", "augmented")]
+    assert {(r[0], r[2]) for r in rows} == {(s, v) for s in ("f0-joint", "f1-baseline-abnormal")
+                                            for v in ("untouched", "augmented")}
+    by = {(r[0], r[2]): [float(x) for x in r[3:]] for r in rows}
+    for stage in ("f0-joint", "f1-baseline-abnormal"):
+        assert by[(stage, "untouched")] == by[(stage, "augmented")]
+        assert 0 <= by[(stage, "untouched")][0] <= 1
