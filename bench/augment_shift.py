@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_run_data(args.run_dir)
     cache = load_cache(data.cache_path)
     wanted = set(args.stages.split(",")) if args.stages else None
+    unknown = sorted((wanted or set()) - {d.name for d in (args.run_dir / "stages").iterdir()})
+    if unknown:
+        p.error(f"no stage {', '.join(unknown)} in {args.run_dir / 'stages'}")
     rows = []
     for stage in sorted((args.run_dir / "stages").iterdir()):
         model_json = stage / "checkpoint" / "model.json"

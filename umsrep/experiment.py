@@ -58,7 +58,8 @@ class DataConfig:
     # joint image/mask augmentation while training (no left-right flips: the heart would change
     # side). "cxr" (umsrep/data/dataset.py): on half of the images (the others keep their
     # pixels, as test images do: umsrep/data/augment.py CxrAugment) aspect jitter 0.85-1.15,
-    # rotation 5 deg, shift 5 %, zoom 0.9-1.1; brightness/contrast 0.1. "cxr_robust" (umsrep/data/augment.py): "cxr" plus
+    # rotation 5 deg, shift 5 %, zoom 0.9-1.1; brightness/contrast 0.1 on all.
+    # "cxr_robust" (umsrep/data/augment.py): "cxr" plus
     # what unseen radiographs meet: gamma 0.6-1.6 (p 0.5), a washed-out film (0-1 mapped onto
     # [0.15-0.45, 0.9-1.0], p 0.3), the image shrunk 0.7-0.95 into a black frame (p 0.25) and
     # black bands 3-25 % thick at one edge or two opposite ones, masks zeroed under them (p 0.4)

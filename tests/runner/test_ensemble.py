@@ -356,3 +356,6 @@ def test_bench_augment_shift_reads_a_run_and_its_views_agree_without_augmentatio
     for stage in ("f0-joint", "f1-baseline-abnormal"):
         assert by[(stage, "untouched")] == by[(stage, "augmented")]
         assert 0 <= by[(stage, "untouched")][0] <= 1
+    with pytest.raises(SystemExit):  # a misspelt stage is named, not silently skipped
+        bench.main([str(run_dir), "--stages", "f0-jiont"])
+    assert "f0-jiont" in capsys.readouterr().err
