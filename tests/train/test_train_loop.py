@@ -194,7 +194,7 @@ def test_monitor_score_maps_to_val_score_maximised():
 
 def test_score_tasks_limit_the_score_to_the_tasks_named():
     """``score_tasks: [lung]``: a joint stage of lung + abnormal is stopped and its epoch chosen
-    by the lung Dice alone; a stage that trains none of them scores all its tasks."""
+    by the lung Dice alone; a stage that trains none of them by minus its validation loss."""
     seed_everything(SEED)
     model = make_model(TWO, seed=SEED)
     cfg = _cfg(monitor="score", score_tasks=["lung"])
@@ -213,7 +213,10 @@ def test_score_tasks_limit_the_score_to_the_tasks_named():
                            **strategy_options(cfg, "cpu", SEED))
     result = fit(model, strat, make_loaders(n=(8, 8), tasks=only),
                  make_loaders(n=(4, 4), seed=7, tasks=only), cfg, seed=SEED, val_metrics=True)
-    assert all(h["val/score"] == val_score(h, {"abnormal": only[0]}) for h in result.history)
+    scores = [h["val/score"] for h in result.history]
+    assert scores == [-h["val/loss"] for h in result.history]
+    assert scores != [val_score(h, {"abnormal": only[0]}) for h in result.history]
+    assert result.best_epoch == max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
 def test_score_tasks_must_name_tasks_of_the_experiment():
@@ -265,3 +268,27 @@ def test_independent_heads_in_one_stage_stop_and_keep_their_best_epochs_each():
     for t in TWO:
         assert val_score(now, {t.name: t}) == pytest.approx(
             val_score(hist[result.best_epochs[t.name]], {t.name: t}))
+
+
+def test_an_independent_head_left_out_of_score_tasks_is_chosen_by_its_loss():
+    """``score_tasks: [lung]`` with independent heads: the lung head keeps the epoch of its best
+    Dice, the abnormal head (not scored) the epoch of its lowest validation loss."""
+    from umsrep.train.hooks import val_score
+
+    cfg = _cfg(epochs=6, patience=0, monitor="score", score_tasks=["lung"])
+    seed_everything(SEED)
+    model = make_model(TWO, seed=SEED)
+    strat = build_strategy("independent", model, TWO, noise_cfg=NOISE,
+                           **strategy_options(cfg, "cpu", SEED))
+    result = fit(model, strat, make_loaders(n=(8, 8), tasks=TWO),
+                 make_loaders(n=(4, 6), seed=7, tasks=TWO), cfg, seed=SEED, val_metrics=True)
+    hist = result.history
+
+    def first_best(values):
+        return max(range(len(values)), key=lambda i: (values[i], -i))
+
+    lung = [val_score(h, {"lung": TWO[0]}) for h in hist]
+    loss = [-h["val/loss/abnormal"] for h in hist]
+    auc = [val_score(h, {"abnormal": TWO[1]}) for h in hist]
+    assert result.best_epochs == {"lung": first_best(lung), "abnormal": first_best(loss)}
+    assert first_best(loss) != first_best(auc)  # the AUC would have chosen another epoch

@@ -41,6 +41,7 @@ class LoopState:
     checkpoint_dir: Path | None = None
     val_every: int = 1  # validation runs on every N-th epoch and on the last one
     last_epoch: int | None = None
+    score_tasks: tuple[str, ...] = ()  # TrainConfig.score_tasks (see ``stage_score``)
 
     def validation_epoch(self) -> bool:
         """Whether this epoch is validated (every ``val_every``-th epoch and the last one)."""
@@ -91,6 +92,22 @@ def val_score(metrics: Mapping[str, float], tasks: Mapping[str, Any]) -> float:
     return -float(loss) if loss is not None else float("nan")
 
 
+def stage_score(metrics: Mapping[str, float], tasks: Mapping[str, Any],
+                score_tasks: Sequence[str] = ()) -> float:
+    """``val/score`` of a stage that trains ``tasks``: ``val_score`` over those of them named in
+    ``score_tasks`` (all of them when ``score_tasks`` is empty). A stage that trains none of
+    ``score_tasks`` is scored by minus its validation loss: the tasks left out are the ones
+    whose metric is too noisy to choose an epoch by (a TB AUC on 45 validation images), and
+    their loss is the steadier judge of the same stage.
+    """
+    if score_tasks:
+        tasks = {n: t for n, t in tasks.items() if n in score_tasks}
+        if not tasks:
+            loss = metrics.get("val/loss", math.nan)
+            return -float(loss)
+    return val_score(metrics, tasks)
+
+
 class Hook:
     name = "hook"
 
@@ -120,11 +137,9 @@ class ValidationHook(Hook):
 
     name = "validation"
 
-    def __init__(self, loaders: Mapping[str, DataLoader], seed: int = 0, metrics: bool = False,
-                 score_tasks: Sequence[str] | None = None):
+    def __init__(self, loaders: Mapping[str, DataLoader], seed: int = 0, metrics: bool = False):
         self.loaders = dict(loaders)
         self.seed = seed
-        self.score_tasks = list(score_tasks or [])
         self.with_metrics = metrics
 
     @torch.no_grad()
@@ -172,8 +187,8 @@ class ValidationHook(Hook):
             for row in rows:
                 suffix = f"/{row['noise']}" if row["noise"] else ""
                 state.metrics[f"val/{row['task']}/{row['metric']}{suffix}"] = row["value"]
-            scored = {n: t for n, t in strategy.tasks.items() if n in self.score_tasks}
-            state.metrics["val/score"] = val_score(state.metrics, scored or strategy.tasks)
+            state.metrics["val/score"] = stage_score(state.metrics, strategy.tasks,
+                                                     state.score_tasks)
 
 
 class _SchedulerHook(Hook):
@@ -324,11 +339,12 @@ class BestWeightsHook(Hook):
 
 
 def head_value(state: LoopState, name: str, task: Any) -> float:
-    """Task ``name``'s own validation value under the loop's monitor: its main metric
-    (``val_score`` of that task alone) for ``score``, its loss for ``loss``."""
+    """Task ``name``'s own validation value under the loop's monitor: for ``score`` its main
+    metric, or minus its loss when ``score_tasks`` leaves it out (``stage_score`` of that task
+    alone); for ``loss`` its loss."""
     loss = float(state.metrics.get(f"val/loss/{name}", math.nan))
     if state.mode == "max":  # without metrics val_score falls back to minus this task's loss
-        return val_score({**state.metrics, "val/loss": loss}, {name: task})
+        return stage_score({**state.metrics, "val/loss": loss}, {name: task}, state.score_tasks)
     return loss
 
 

@@ -152,8 +152,7 @@ def default_hooks(cfg: TrainConfig, val_loaders: Mapping[str, DataLoader], seed:
     per head (``HeadSelectionHook``)."""
     hooks: list[Hook] = []
     if val_loaders:
-        hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics,
-                                    score_tasks=cfg.score_tasks))
+        hooks.append(ValidationHook(val_loaders, seed=seed, metrics=val_metrics))
     if cfg.schedule == "cosine":
         hooks.append(CosineHook(cfg.epochs))
     elif cfg.plateau_patience > 0:
@@ -202,6 +201,7 @@ def fit(
         model=model, strategy=strategy, monitor=monitor, mode=cfg.monitor_mode,
         checkpoint_dir=ckpt_dir,
         val_every=max(1, cfg.val_every), last_epoch=cfg.epochs - 1,
+        score_tasks=tuple(cfg.score_tasks or ()),
     )
     per_head = strategy.tasks if getattr(strategy, "selects_per_head", False) else None
     if per_head and not val_loaders:  # nothing to choose each head's epoch on
