@@ -63,7 +63,10 @@ class DataConfig:
     # what unseen radiographs meet: gamma 0.6-1.6 (p 0.5), a washed-out film (0-1 mapped onto
     # [0.15-0.45, 0.9-1.0], p 0.3), the image shrunk 0.7-0.95 into a black frame (p 0.25) and
     # black bands 3-25 % thick at one edge or two opposite ones, masks zeroed under them (p 0.4)
-    augment: Literal["none", "cxr", "cxr_robust"] = "none"
+    # "cxr_robust_sharpness": "cxr_robust" plus a blurred (sigma 0.5-1.5 px) or unsharp-masked
+    # (amount 0.5-2) film on 40 % of the images; sites differ most in sharpness, and a 256 px
+    # lung head trained on Shenzhen read JSRT's smooth films badly (sweeps/cxr_public.yaml)
+    augment: Literal["none", "cxr", "cxr_robust", "cxr_robust_sharpness"] = "none"
     # per-image contrast normalization of every original image before it is resized, in
     # training, scoring and predict alike (umsrep/data/contrast.py): "none", "clahe" (contrast-
     # limited adaptive histogram equalization, clip 2, 8x8 tiles) or "equalize" (global)
