@@ -11,6 +11,7 @@ from umsrep.data.augment import (
     CxrAugment,
     RandomBorderBands,
     RandomGamma,
+    RandomSharpness,
     RandomShrinkFrame,
     RandomWashout,
     build_augment,
@@ -144,6 +145,53 @@ def test_seeded_runs_repeat_and_other_seeds_differ():
                for a, b in zip(runs[0], runs[1], strict=True))
     differ = any(not torch.equal(a[0], b[0]) for a, b in zip(runs[0], runs[2], strict=True))
     assert same and differ
+
+
+def _hf(image: torch.Tensor) -> float:
+    """Mean squared 4-neighbour Laplacian: the 3x3 high-frequency energy of [1, H, W]."""
+    x = image[0]
+    lap = 4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]
+    return float((lap ** 2).mean())
+
+
+def _textured() -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    image, mask = _scene()
+    torch.manual_seed(0)
+    noise = 0.05 * torch.randn(1, S, S)
+    return tv_tensors.Image((image + noise).clamp(0, 1)), mask
+
+
+def test_sharpness_blurs_or_sharpens_the_image_only():
+    image, mask = _textured()
+    blur = RandomSharpness(p=1.0)
+    blurred = blur.transform(image, {"sigma": 1.0, "amount": 0.0})
+    sharpened = blur.transform(image, {"sigma": 1.0, "amount": 1.5})
+    assert _hf(blurred) < 0.5 * _hf(image) < _hf(image) < _hf(sharpened)
+    assert 0 <= float(sharpened.min()) and float(sharpened.max()) <= 1
+    assert blur.transform(mask, {"sigma": 1.0, "amount": 1.5}) is mask
+    # the mean gray level survives either way (away from the clamp)
+    assert float(blurred.mean()) == pytest.approx(float(image.mean()), abs=0.02)
+
+
+def test_cxr_robust_sharpness_changes_sharpness_both_ways_and_no_mask():
+    image, mask = _textured()
+    still = dict(rotation=0, translate=0, scale=(1, 1), aspect=(1, 1), brightness=0, contrast=0,
+                 gamma=0, washout=0, frame=0, bands=0, geometry=0)
+    augment = CxrAugment(robust=True, sharpness=1.0, **still)
+    ratios = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out_image, out_mask = augment(image, mask)
+        assert torch.equal(out_mask, mask.as_subclass(torch.Tensor))
+        ratios.append(_hf(out_image) / _hf(image))
+    assert min(ratios) < 0.7 and max(ratios) > 1.5 and all(abs(r - 1) > 0.1 for r in ratios)
+    # cxr_robust draws no sharpness: the same seed gives the same images as without the option
+    torch.manual_seed(3)
+    plain = build_augment("cxr_robust")(image, mask)
+    torch.manual_seed(3)
+    zero = CxrAugment(robust=True, sharpness=0.0)(image, mask)
+    assert torch.equal(plain[0], zero[0])
+    assert build_augment("cxr_robust_sharpness").sharpness.p == 0.4
 
 
 def test_build_augment_names():

@@ -74,6 +74,7 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
     # AUGMENT_VERSION 2 (the warp on half of the images): was 92b0b287eaf57f2f, fd7794fd624c0439
     assert key(augment="cxr") == "23ccfeb2d749a9b4"
     assert key(fit="pad", augment="cxr") == "0f6cd05330604152"
+    assert len({key(augment=a) for a in ("cxr", "cxr_robust", "cxr_robust_sharpness")}) == 3
     assert key({"checkpoint": "last"}) == "d806d335e3f10aa5"
     # where the cache lives is no part of what was trained
     assert key(cache_dir="/somewhere/else") == plain

@@ -208,7 +208,7 @@ def build_cxr_robust_augment(
     return v2.Compose([
         RandomGamma(gamma),
         RandomWashout(washout),
-        RandomSharpness(sharpness),
+        *([RandomSharpness(sharpness)] if sharpness > 0 else []),  # at 0 it draws nothing
         build_cxr_augment(geometry=geometry),
         RandomShrinkFrame(frame),
         RandomBorderBands(bands),
