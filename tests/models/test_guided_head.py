@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from umsrep.models import BackboneSpec, ModelSpec, build_model
-from umsrep.models.heads.classification import guided_mean
+from umsrep.models.heads.classification import guide_boxes, guided_grid_mean, guided_mean
 from umsrep.tasks import Task
 
 LUNG = Task(name="lung", kind="segmentation", column="mask", head="seg_cdae",
@@ -129,3 +129,61 @@ def test_gem_pooling_lies_between_the_mean_and_the_max_and_learns_its_exponent()
     assert head.p.grad is not None and head.p.grad != 0
     with pytest.raises(ValueError, match="pool must be"):
         _model(_tb(pool="max"))
+
+
+def test_guide_boxes_bound_the_pixels_above_half_and_fall_back_to_the_whole_image():
+    w = torch.zeros(2, 1, 16, 20)
+    w[0, 0, 3:9, 5:12] = 0.9  # rows 3-8, columns 5-11
+    w[0, 0, 10, 0] = 0.4  # below the threshold: ignored
+    boxes = guide_boxes(w)
+    assert boxes[0].tolist() == [5.0, 3.0, 12.0, 9.0]  # x1, y1, x2, y2 in pixel edges
+    assert boxes[1].tolist() == [0.0, 0.0, 20.0, 16.0]  # nothing above 0.5: the whole image
+
+
+def test_grid_cells_are_guided_means_over_the_lung_box():
+    # a 4x4 map at a quarter of a 16x16 image; the lung box covers the map's right half
+    torch.manual_seed(0)
+    feats = torch.randn(1, 3, 4, 4)
+    w = torch.zeros(1, 1, 16, 16)
+    w[..., 8:] = 1.0
+    boxes = guide_boxes(w)
+    cells = guided_grid_mean(feats, w, boxes, grid=2, eps=0)
+    assert cells.shape == (1, 3, 2, 2)
+    # what lies outside the lungs does not reach any cell
+    outside = feats.clone()
+    outside[..., :2] = 100.0
+    torch.testing.assert_close(guided_grid_mean(outside, w, boxes, grid=2, eps=0), cells)
+    # the bottom row of the map reaches the bottom cells, not the top ones
+    bottom = feats.clone()
+    bottom[..., 3, :] += 10.0
+    moved = guided_grid_mean(bottom, w, boxes, grid=2, eps=0)
+    torch.testing.assert_close(moved[..., 0, :], cells[..., 0, :])
+    assert (moved[..., 1, :] > cells[..., 1, :] + 1.0).all()
+    # a constant map gives its constant in every cell; one cell of the box is the guided mean
+    const = guided_grid_mean(torch.full((1, 3, 4, 4), 3.0), w, boxes, grid=2, eps=0)
+    torch.testing.assert_close(const, torch.full((1, 3, 2, 2), 3.0))
+    torch.testing.assert_close(guided_grid_mean(feats, w, boxes, grid=1)[..., 0, 0],
+                               guided_mean(feats, w), atol=1e-3, rtol=1e-3)
+
+
+def test_a_grid_head_sees_where_a_feature_lies():
+    model = _model(LUNG, _tb(guide="lung", grid=3))
+    head = model.heads["tb"]
+    assert head.mlp[0].in_features == 9 * model.backbone.feature_channels[-1]
+    x = torch.randn(2, 1, 32, 32)
+    assert model(x)["tb"].shape == (2, 2)
+    # the same features moved to another place of the map: the same mean, other cells
+    f = torch.zeros(1, 4, 6, 6)
+    f[..., 0, 0] = 1.0
+    g = torch.zeros(1, 4, 6, 6)
+    g[..., 5, 5] = 1.0
+    ones = torch.ones(1, 1, 24, 24)
+    boxes = guide_boxes(ones)
+    torch.testing.assert_close(guided_mean(f, ones), guided_mean(g, ones))
+    assert not torch.allclose(head._pool(f, ones, boxes), head._pool(g, ones, boxes))
+    # unguided (no lung head in the network): the whole map in G x G cells
+    plain = _model(_tb(guide="lung", grid=3))
+    assert plain.heads["tb"].guide is None
+    assert plain(x)["tb"].shape == (2, 2)
+    with pytest.raises(ValueError, match="grid must be"):
+        _model(_tb(grid=-1))

@@ -23,6 +23,12 @@ Two umsrep options, not in the paper:
 - ``pool="gem"``: generalized mean (Radenovic et al. 2018), ``(mean f^p)^(1/p)`` with a learnt
   ``p`` (from 3) per head, under the guide's weights when guided: a small lesion moves the
   pooled feature more than under a plain mean (p=1), less than under max (p->inf).
+- ``grid=G``: each map is pooled to G x G cells instead of one mean, over the bounding box of
+  the guide's mask (probability > 0.5) when guided, over the whole map otherwise; each cell is
+  a guided mean (``torchvision.ops.roi_align`` of ``f * w`` over that of ``w``). Global pooling
+  forgets where a feature lies; TB sits mostly in the upper lobes, and the lung box puts the
+  apex in the same cells on every site's film whatever its borders, bands or field of view.
+  The head's first layer takes ``G * G`` times the channels.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
 from umsrep.models._factory import HEADS, scale_channels
 from umsrep.models.encoders.cdae import conv_bn_relu
@@ -46,13 +53,17 @@ class ClassificationHead(nn.Module):
 
     def __init__(
         self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
-        dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean"
+        dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean",
+        grid: int = 0,
     ) -> None:
         super().__init__()
         channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
         self.levels = len(channels)
         self.guide = guide or None
-        in_channels = sum(channels)
+        if grid < 0:
+            raise ValueError(f"grid must be >= 0, got {grid}")
+        self.grid = grid
+        in_channels = sum(channels) * max(grid, 1) ** 2
         if num_classes < 2:
             raise ValueError(f"classification head needs num_classes >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
@@ -80,17 +91,28 @@ class ClassificationHead(nn.Module):
                 guide: torch.Tensor | None = None) -> torch.Tensor:
         maps = list(feats[-self.levels:])
         maps[-1] = self.convs(maps[-1])
-        pooled = [self._pool(f, guide) for f in maps]
+        boxes = guide_boxes(guide) if self.grid and guide is not None else None
+        pooled = [self._pool(f, guide, boxes).flatten(1) for f in maps]
         return self.mlp(torch.cat(pooled, dim=1))
 
-    def _pool(self, f: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+    def _pool(self, f: torch.Tensor, guide: torch.Tensor | None,
+              boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C]``, or ``[B, C, G, G]`` with ``grid``; ``boxes``: ``guide_boxes(guide)``."""
         if self.p is None:
-            return f.mean(dim=(2, 3)) if guide is None else guided_mean(f, guide)
+            return self._mean(f, guide, boxes)
         # in float32: x ** p and its root lose too much in bf16
         p = self.p.float().clamp(min=1.0)
         x = f.float().clamp(min=1e-6) ** p
-        m = x.mean(dim=(2, 3)) if guide is None else guided_mean(x, guide.float())
+        m = self._mean(x, None if guide is None else guide.float(), boxes)
         return m.clamp(min=1e-12) ** (1.0 / p)
+
+    def _mean(self, f: torch.Tensor, guide: torch.Tensor | None,
+              boxes: torch.Tensor | None) -> torch.Tensor:
+        if not self.grid:
+            return f.mean(dim=(2, 3)) if guide is None else guided_mean(f, guide)
+        if guide is None:
+            return F.adaptive_avg_pool2d(f, self.grid)
+        return guided_grid_mean(f, guide, boxes, self.grid)
 
 
 def guided_mean(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -98,6 +120,41 @@ def guided_mean(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-3
     ``h x w``) -> ``[B, C]``; an all-zero weight map gives ~0 features rather than NaN."""
     w = F.interpolate(weights.to(features.dtype), size=features.shape[-2:], mode="area")
     return (features * w).sum(dim=(2, 3)) / (w.sum(dim=(2, 3)) + eps)
+
+
+def guide_boxes(weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``[B, 1, H, W]`` weights -> ``[B, 4]`` boxes ``(x1, y1, x2, y2)`` in pixel edges around
+    the pixels above ``threshold``; the whole image where none is."""
+    b, _, h, w = weights.shape
+    on = weights[:, 0] > threshold
+    rows, cols = on.any(dim=2), on.any(dim=1)  # [B, H], [B, W]
+    empty = ~rows.any(dim=1)
+    ys = torch.arange(h, device=weights.device)
+    xs = torch.arange(w, device=weights.device)
+    y1 = torch.where(rows, ys, h).amin(dim=1)
+    y2 = torch.where(rows, ys, -1).amax(dim=1) + 1
+    x1 = torch.where(cols, xs, w).amin(dim=1)
+    x2 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
+    full = torch.tensor([0.0, 0.0, float(w), float(h)], device=weights.device)
+    return torch.where(empty[:, None], full, boxes)
+
+
+def guided_grid_mean(features: torch.Tensor, weights: torch.Tensor, boxes: torch.Tensor,
+                     grid: int, eps: float = 1e-3) -> torch.Tensor:
+    """``features [B, C, h, w]`` pooled to ``[B, C, grid, grid]`` cells over ``boxes [B, 4]``
+    (pixels of ``weights [B, 1, H, W]``), each cell the mean under ``weights`` (area-resized to
+    ``h x w``): ``roi_align(f * w) / roi_align(w)``."""
+    f = features.float()
+    w = F.interpolate(weights.float(), size=f.shape[-2:], mode="area")
+    sx, sy = f.shape[-1] / weights.shape[-1], f.shape[-2] / weights.shape[-2]
+    scale = torch.tensor([sx, sy, sx, sy], device=f.device, dtype=f.dtype)
+    rois = torch.cat([torch.arange(len(boxes), device=f.device, dtype=f.dtype)[:, None],
+                      boxes.to(f.dtype) * scale], dim=1)
+    kw = dict(output_size=grid, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    num = roi_align(f * w, rois, **kw)
+    den = roi_align(w, rois, **kw)
+    return (num / (den + eps)).to(features.dtype)
 
 
 @HEADS.register("classification")
@@ -112,6 +169,7 @@ def build_classification(
     guide: str | None = None,
     convs: int = 0,
     pool: str = "mean",
+    grid: int = 0,
 ) -> ClassificationHead:
     if num_classes is None:
         raise ValueError("classification head needs num_classes (e.g. num_classes=2)")
@@ -122,5 +180,5 @@ def build_classification(
     hidden = scale_channels(hidden, width) if hidden > 0 else 0
     return ClassificationHead(
         channels[-levels:] if levels > 1 else channels[-1], num_classes, hidden=hidden,
-        dropout=dropout, guide=guide, convs=convs, pool=pool,
+        dropout=dropout, guide=guide, convs=convs, pool=pool, grid=grid,
     )
