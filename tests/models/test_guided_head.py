@@ -187,3 +187,21 @@ def test_a_grid_head_sees_where_a_feature_lies():
     assert plain(x)["tb"].shape == (2, 2)
     with pytest.raises(ValueError, match="grid must be"):
         _model(_tb(grid=-1))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_a_traced_grid_head_keeps_the_batch_size_free():
+    # umsrep export traces (TorchScript) or captures (torch.export) the model at one batch size
+    class TB(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = _model(LUNG, _tb(guide="lung", grid=2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x)["tb"]
+
+    eager = TB().eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(eager, torch.randn(2, 1, 32, 32), check_trace=False)
+        x = torch.randn(3, 1, 32, 32)
+        torch.testing.assert_close(traced(x), eager(x))

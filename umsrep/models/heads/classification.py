@@ -149,8 +149,9 @@ def guided_grid_mean(features: torch.Tensor, weights: torch.Tensor, boxes: torch
     w = F.interpolate(weights.float(), size=f.shape[-2:], mode="area")
     sx, sy = f.shape[-1] / weights.shape[-1], f.shape[-2] / weights.shape[-2]
     scale = torch.tensor([sx, sy, sx, sy], device=f.device, dtype=f.dtype)
-    rois = torch.cat([torch.arange(len(boxes), device=f.device, dtype=f.dtype)[:, None],
-                      boxes.to(f.dtype) * scale], dim=1)
+    # the image index of each box; from size(0), not len(), so a traced model keeps the batch free
+    index = torch.arange(boxes.size(0), device=f.device, dtype=f.dtype)
+    rois = torch.cat([index[:, None], boxes.to(f.dtype) * scale], dim=1)
     kw = dict(output_size=grid, spatial_scale=1.0, sampling_ratio=2, aligned=True)
     num = roi_align(f * w, rois, **kw)
     den = roi_align(w, rois, **kw)
