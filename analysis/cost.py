@@ -129,6 +129,46 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+HEAD_COST_COLUMNS = ["run", "strategy", "task", "head_minutes", "model_minutes", "ratio",
+                     "head_params", "model_params"]
+
+
+def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
+    """What one more head costs, task by task: each strategy's head for the task against the
+    task's own separate model (issue 10's "one more head <= 0.15x of a separate model").
+
+    Minutes per fold (means over folds); a head stage that trains several tasks (joint,
+    alternating, a one-stage independent run) is split evenly over them, as in
+    ``cost_summary``. ``ratio`` = head / model minutes; NaN without a separate model for the
+    task. Columns ``HEAD_COST_COLUMNS``.
+    """
+    costs = stage_costs(stages)
+    rows = []
+    for run, c in costs.groupby("run", sort=False):
+        models = c[(c["kind"] == "baseline") & ~c["task"].isin(["", "denoise"])]
+        model_of = {str(r.task): r for r in models.itertuples(index=False)}
+        heads = c[c["kind"] == "head"]
+        tasks = sorted(set(model_of) | {str(t) for t in heads["task"] if t}) or [""]
+        for strategy, h in heads.groupby("strategy", sort=False):
+            shared = h[h["task"] == ""]
+            for task in tasks:
+                own = h[h["task"] == task]
+                if not len(own) and not len(shared):
+                    continue
+                minutes = own["minutes"].sum() + shared["minutes"].sum() / len(tasks)
+                params = own["trainable_params"].sum() + shared["trainable_params"].sum() \
+                    / len(tasks)
+                model = model_of.get(task)
+                rows.append({
+                    "run": run, "strategy": strategy, "task": task, "head_minutes": minutes,
+                    "model_minutes": model.minutes if model else np.nan,
+                    "ratio": minutes / model.minutes if model and model.minutes else np.nan,
+                    "head_params": int(params),
+                    "model_params": model.trainable_params if model else np.nan,
+                })
+    return pd.DataFrame(rows, columns=HEAD_COST_COLUMNS)
+
+
 def _trained_once(rows: pd.DataFrame) -> float:
     """Seconds of ``rows``, a stored network (same non-empty ``checkpoint``) counted once."""
     stored = rows["checkpoint"].fillna("").astype(str) != ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import _html, _metric_html, figures
-from analysis.cost import cost_summary, stage_costs, time_to_quality
+from analysis.cost import cost_summary, head_costs, stage_costs, time_to_quality
 from analysis.environment import environment_section
 from analysis.export import export_tables
 from analysis.load import RunData, load_runs
@@ -48,6 +48,8 @@ TABLE_CAPTIONS = {
     "cost_summary": "Shared approach vs baseline: totals per fold (a stored backbone charged to "
     "every fold), % reduction, marginal cost of one more task, and the whole run (run_*: each "
     "stored backbone once)",
+    "head_costs": "One more head, task by task: minutes per fold of each strategy's head for "
+    "the task (a stage training several tasks split evenly) against the task's separate model",
     "time_to_quality": "Time to the baseline's quality: minutes until a strategy's validation "
     "metric first reaches the converged baseline's best (shared backbone / the baseline's "
     "denoiser included), mean over the folds that reached it",
@@ -132,6 +134,7 @@ def build_tables(
         "significance": significance,
         "cost_stages": stage_costs(data.stages),
         "cost_summary": cost_summary(data.stages),
+        "head_costs": head_costs(data.stages),
         "time_to_quality": time_to_quality(data.stages, data.curves),
     }
 
@@ -222,6 +225,12 @@ def _overview(t: dict[str, pd.DataFrame]) -> str:
             f"the whole run (each stored backbone trained once): {r['run_shared_minutes']:.1f} vs "
             f"{r['run_baseline_minutes']:.1f} min (<b>{r['run_time_ratio']:.2f}x</b>)</li>"
         )
+    for (run, strategy), h in t["head_costs"].dropna(subset=["ratio"]).groupby(
+            ["run", "strategy"], sort=False):
+        each = "; ".join(f"{html.escape(r.task)} {r.head_minutes:.2f} vs {r.model_minutes:.2f} "
+                         f"min (<b>{r.ratio:.2f}x</b>)" for r in h.itertuples(index=False))
+        parts.append(f"<li>One more head [{html.escape(run)}], {html.escape(strategy)}, against "
+                     f"the task's separate model: {each}</li>")
     for r in t["time_to_quality"].to_dict("records"):
         reached = (f"{r['shared_minutes']:.1f} min ({r['ratio']:.2f}x the baseline's "
                    f"{r['baseline_minutes']:.1f} min per fold, {r['run_ratio']:.2f}x over the "
@@ -249,7 +258,8 @@ def _cost_section(t: dict[str, pd.DataFrame], many: bool) -> str:
     quality = t["time_to_quality"]
     return "".join(figs) + _html.table(
         t["cost_summary"], "cost_summary", TABLE_CAPTIONS["cost_summary"]
-    ) + (_html.table(quality, "time_to_quality", TABLE_CAPTIONS["time_to_quality"])
+    ) + _html.table(t["head_costs"], "head_costs", TABLE_CAPTIONS["head_costs"]) + (
+        _html.table(quality, "time_to_quality", TABLE_CAPTIONS["time_to_quality"])
          if len(quality) else "")
 
 

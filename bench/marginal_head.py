@@ -7,7 +7,8 @@ classification head guided by the lung mask, the baseline's separate models fed 
 denoiser) and times bare training steps (forward + backward + optimizer, the experiment's
 precision and memory format) on random batches held in memory:
 
-- independent (frozen backbone): lung head alone, lung + TB heads on one shared batch;
+- independent (frozen backbone): lung head alone, lung + TB heads on one shared batch, each
+  head alone with ``cache_views`` (the step after the recorded views: features remembered);
 - joint: lung alone, lung + TB on one shared batch (``train.task_batches: shared``), and on
   one batch per task (``per_task``, the default: the TB batch pays its own forward pass, and
   its guide a lung-decoder forward);
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"has_{tasks[seg].column}": torch.ones(args.batch, dtype=torch.bool),
                 "labels": {cls: torch.randint(0, 2, (args.batch,), generator=g)}}
 
-    def step_ms(kind: str, strategy: str, names: tuple[str, ...], shared: bool) -> float:
+    def step_ms(kind: str, strategy: str, names: tuple[str, ...], shared: bool,
+                cache: bool = False) -> float:
         stage = Stage(id="bench", fold=0, kind=kind, strategy=strategy, tasks=names,
                       deps=("f0-backbone",) if kind == "baseline" else ())
         torch.manual_seed(0)
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             model = model.to(memory_format=torch.channels_last)
         strat = build_strategy("joint" if kind == "baseline" else strategy, model,
                                [tasks[n] for n in names], lr=1e-3, noise_cfg=NoiseConfig(),
-                               precision=settings.precision)
+                               precision=settings.precision,
+                               **({"cache_views": 1} if cache else {}))
         strat.channels_last = settings.channels_last
         one = batch()
         batches = {n: one if shared else batch() for n in names}
@@ -99,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ms = {
         "independent lung": step_ms("head", "independent", (seg,), True),
         "independent lung+TB shared": step_ms("head", "independent", (seg, cls), True),
+        "independent TB": step_ms("head", "independent", (cls,), True),
+        # cache_views: the frozen backbone's features remembered (the warm-up step encodes the
+        # batch, every timed step re-uses it): a step after the recorded views
+        "independent lung, cached": step_ms("head", "independent", (seg,), True, cache=True),
+        "independent TB, cached": step_ms("head", "independent", (cls,), True, cache=True),
         "joint lung": step_ms("head", "joint", (seg,), True),
         "joint lung+TB shared": step_ms("head", "joint", (seg, cls), True),
         "joint lung+TB per_task": step_ms("head", "joint", (seg, cls), False),
@@ -116,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = ms[with_tb] - ms[alone]
         print(f"TB head added to {name}: +{extra:.1f} ms/step = {extra / sep:.2f}x the "
               f"separate TB model's step")
-    print(f"independent lung head / separate lung model: "
-          f"{ms['independent lung'] / ms['separate lung model']:.2f}x per step")
+    for task, model in (("lung", "separate lung model"), ("TB", "separate TB model")):
+        for variant in ("", ", cached"):
+            print(f"independent {task} head{variant} / {model}: "
+                  f"{ms[f'independent {task}{variant}'] / ms[model]:.2f}x per step")
     return 0
 
 

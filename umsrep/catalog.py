@@ -41,8 +41,8 @@ CATALOG: dict[str, dict[str, tuple[str, ...] | None]] = {
     "strategy": {
         "alternating": ("device", "lr", "noise_cfg", "noise_seed", "noisy_inputs", "optimizer",
                         "precision", "ratios", "weight_decay"),
-        "independent": ("device", "lr", "noise_cfg", "noise_seed", "noisy_inputs", "one_stage",
-                        "optimizer", "precision", "weight_decay"),
+        "independent": ("cache_mb", "cache_views", "device", "lr", "noise_cfg", "noise_seed",
+                        "noisy_inputs", "one_stage", "optimizer", "precision", "weight_decay"),
         "joint": ("alpha", "device", "gradnorm_layer", "gradnorm_lr", "lr", "noise_cfg",
                   "noise_seed", "noisy_inputs", "optimizer", "precision", "weight_decay",
                   "weighting", "weights"),

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from analysis.cost import cost_summary, stage_costs
+from analysis.cost import cost_summary, head_costs, stage_costs
 
 # The paper's Table 4 (heterogeneous CXR): minutes and trainable parameters.
 TABLE4 = [
@@ -145,3 +145,27 @@ def test_time_to_quality_is_empty_without_curves():
                                   "elapsed_s", "metric", "value"])
     got = time_to_quality(_stages(TABLE4), empty)
     assert got.empty and list(got.columns) == QUALITY_COLUMNS
+
+
+def test_head_costs_put_each_tasks_head_beside_its_own_separate_model():
+    """Table 4: the independent TB head took 2.51 min against the separate TB model's 9.25
+    (0.27x), the lung head 8.11 against 148.02 (0.055x); a joint stage (task "") is split
+    evenly over the tasks."""
+    joint = [("head", "joint", "", 12.0, 900_000)]
+    costs = head_costs(_stages(TABLE4 + joint, folds=(0, 1)))
+    got = {(r.strategy, r.task): r for r in costs.itertuples(index=False)}
+    assert set(got) == {(s, t) for s in ("independent", "joint") for t in ("abnormality", "lung")}
+    tb = got["independent", "abnormality"]
+    assert (tb.head_minutes, tb.model_minutes) == (pytest.approx(2.51), pytest.approx(9.25))
+    assert tb.ratio == pytest.approx(2.51 / 9.25)
+    assert got["independent", "lung"].ratio == pytest.approx(8.11 / 148.02)
+    assert got["joint", "lung"].head_minutes == pytest.approx(6.0)
+    assert got["joint", "abnormality"].ratio == pytest.approx(6.0 / 9.25)
+    assert got["joint", "abnormality"].head_params == 450_000
+
+
+def test_head_costs_without_a_baseline_have_no_ratio():
+    rows = [r for r in TABLE4 if r[0] != "baseline"]
+    costs = head_costs(_stages(rows))
+    assert len(costs) == 2 and costs["ratio"].isna().all()
+    assert costs["model_minutes"].isna().all()

@@ -181,6 +181,9 @@ class Strategy:
         out.update({f"weight/{n}": w for n, w in self.loss_weights().items()})
         return out
 
+    def finish(self) -> None:
+        """Called by the loop once training ends (release what training alone needed)."""
+
     def extra_state(self) -> dict[str, Any]:
         return {}
 

@@ -237,6 +237,7 @@ def fit(
                 hook.after_epoch(state)
         if state.stop:
             break
+    strategy.finish()
     best = next(h for h in own if isinstance(h, BestWeightsHook))
     last_weights = _other_weights(state.model, best, cfg.restore_best)
     for hook in all_hooks:

@@ -1,0 +1,97 @@
+"""Does test-time augmentation help a classification head on the external test images?
+
+For every model of a finished run that holds ``--task`` (the fold ensembles with
+``--ensembles``, the figures a run reports; else each fold's stage), the class-1 probability of
+each external image with a label is computed from its original (read and normalized as the
+cache was: ``data.contrast``, ``umsrep.derive.tta.normalize_image``) under each list of views
+(``--tta``, lists split by ';'; entries as in ``evaluation.tta``: ``pad``, ``stretch``,
+``shift:N``): the softmax probabilities of every view are averaged. Prints AUC, accuracy (0.5
+cut) per dataset, model and view list. The run itself scores classification on its cache at the
+experiment's ``data.fit``, one view (``pad`` here is that view, up to resampling).
+
+    python bench/classify_tta.py RUN_DIR --ensembles [--task abnormal] \
+        [--tta "pad;pad,stretch;pad,shift:4;pad,stretch,shift:4"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from umsrep.data.contrast import apply_contrast
+    from umsrep.data.io import load_image
+    from umsrep.derive.tta import _move, normalize_image, split_fits
+    from umsrep.metrics import compute_auc
+    from umsrep.predict import load_model_dir
+    from umsrep.runner.data import load_run_data
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--task", default="abnormal")
+    p.add_argument("--ensembles", action="store_true", help="the fold ensembles, not the folds")
+    p.add_argument("--tta", default="pad;pad,stretch;pad,shift:4;pad,stretch,shift:4")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    data = load_run_data(args.run_dir)
+    index = data.index.iloc[data.external].reset_index(drop=True)
+    views = [v.split(",") for v in args.tta.split(";")]
+    if args.ensembles:
+        folders = sorted(q for q in (args.run_dir / "ensembles").iterdir() if q.is_dir())
+    else:
+        folders = sorted(q / "checkpoint" for q in (args.run_dir / "stages").iterdir())
+    rows = []
+    for folder in folders:
+        meta_path = folder / "model.json"
+        if not meta_path.exists():
+            continue
+        if args.task not in [t["name"] for t in json.loads(meta_path.read_text())["tasks"]]:
+            continue
+        model, meta = load_model_dir(folder)
+        model.eval()
+        task = next(t for t in meta["tasks"] if t["name"] == args.task)
+        classes = [str(c) for c in task["classes"]]
+        labelled = index[index[task["column"]].astype(str).isin(classes)]
+        size, contrast = int(meta["image_size"]), meta.get("contrast", "none")
+        name = folder.name if args.ensembles else folder.parent.name
+        pixels = {str(r.sample_id): apply_contrast(load_image(r.image_path), contrast)
+                  for r in labelled.itertuples(index=False)}
+        y = labelled[task["column"]].astype(str).map(classes.index).to_numpy()
+        for fits in views:
+            geometric, shift = split_fits(fits)
+            moves = [(0, 0)] + ([(shift, shift), (-shift, -shift), (shift, -shift),
+                                 (-shift, shift)] if shift else [])
+            probs = []
+            for sid in labelled["sample_id"].astype(str):
+                xs = [_move(normalize_image(pixels[sid], size, fit)[0], dy, dx)
+                      for fit in dict.fromkeys(geometric) for dy, dx in moves]
+                with torch.no_grad():
+                    out = model(torch.cat(xs), [args.task])[args.task].float()
+                probs.append(float(torch.softmax(out, 1)[:, 1].mean()))
+            prob = np.asarray(probs)
+            for ds in sorted(labelled["dataset"].unique()):
+                sel = (labelled["dataset"] == ds).to_numpy()
+                rows.append({"model": name, "tta": ",".join(fits), "dataset": ds,
+                             "n": int(sel.sum()),
+                             "auc": float(compute_auc(torch.tensor(y[sel]),
+                                                      torch.tensor(prob[sel]))),
+                             "accuracy": float(((prob[sel] > 0.5) == y[sel]).mean())})
+        print(f"{name}: done", flush=True)
+    df = pd.DataFrame(rows)
+    print(df.pivot_table(index=["dataset", "model"], columns="tta", values="auc").round(4)
+          .to_string())
+    print(df.groupby(["dataset", "tta"])[["auc", "accuracy"]].mean().round(4).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

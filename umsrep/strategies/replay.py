@@ -1,0 +1,155 @@
+"""Heads on a frozen backbone for the cost of the heads: replayed batches, remembered features.
+
+A frozen backbone in eval mode maps an image to the same features every time, so training a
+head on it spends most of each step on work already done: loading and augmenting the batch,
+and the backbone's forward pass. Two pieces remove that work (``independent`` strategy,
+``options: {cache_views: V}``):
+
+- ``BatchReplay`` records the batches of the first ``V`` epochs (``V`` augmented views of every
+  training image) and, from epoch ``V`` on, replays epoch ``e``'s batches from view ``e mod V``,
+  in a new seeded order: no loading, decoding or augmentation after the first ``V`` epochs.
+- ``FeatureMemo`` stands in for the frozen backbone's ``forward_features``: features are
+  remembered by the content of the input batch (a BLAKE2 digest of its bytes, with its shape,
+  dtype, memory format and autocast state), so a replayed batch, and every validation batch
+  after the first validation, costs no backbone pass at all. It computes afresh, and remembers
+  nothing, whenever the backbone could change the answer (training mode, a parameter that
+  requires grad, an input that does). Memory is capped (``max_mb``); past the cap it computes.
+
+Replay trades augmentation diversity for time: a head sees ``V`` draws of each image instead of
+one per epoch. A stage resumed from a checkpoint records its ``V`` views again from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, Any]
+
+
+def tensor_digest(x: torch.Tensor) -> bytes:
+    """A 16-byte BLAKE2 digest of ``x``'s values (its bytes in contiguous order)."""
+    data = x.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class FeatureMemo:
+    """``memo(x) -> list of feature maps``: ``backbone.forward_features(x)``, remembered.
+
+    ``install()`` puts the memo in place of the backbone's ``forward_features`` (an instance
+    attribute: the state dict and the module tree are untouched); ``remove()`` restores it and
+    forgets everything. ``hits`` / ``misses`` count the calls that used / computed features.
+    """
+
+    def __init__(self, backbone: nn.Module, max_mb: float = 4096.0) -> None:
+        self.backbone = backbone
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._store: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._compute: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
+        self._full_logged = False
+
+    def install(self) -> FeatureMemo:
+        if self._compute is None:
+            self._compute = self.backbone.forward_features
+            self.backbone.forward_features = self  # type: ignore[method-assign]
+        return self
+
+    def remove(self) -> None:
+        if self._compute is not None:
+            del self.backbone.forward_features
+            self._compute = None
+        self._store.clear()
+        self.bytes = 0
+
+    def frozen(self, x: torch.Tensor) -> bool:
+        """Whether the backbone's answer depends on ``x`` alone (eval mode, nothing to train)."""
+        return (not self.backbone.training and not x.requires_grad
+                and not any(p.requires_grad for p in self.backbone.parameters()))
+
+    def key(self, x: torch.Tensor) -> tuple:
+        device = x.device.type
+        amp = torch.is_autocast_enabled(device)
+        return (tuple(x.shape), str(x.dtype), device,
+                x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4,
+                amp, str(torch.get_autocast_dtype(device)) if amp else "", tensor_digest(x))
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        compute = self._compute or self.backbone.forward_features
+        if not self.frozen(x):
+            return compute(x)
+        key = self.key(x)
+        found = self._store.get(key)
+        if found is not None:
+            self.hits += 1
+            return list(found)
+        self.misses += 1
+        with torch.no_grad():
+            feats = [f.detach() for f in compute(x)]
+        size = sum(f.numel() * f.element_size() for f in feats)
+        if self.bytes + size <= self.max_bytes:
+            self._store[key] = tuple(feats)
+            self.bytes += size
+        elif not self._full_logged:
+            logger.info("feature memo full (%.0f MB): further batches are computed each time",
+                        self.bytes / 2**20)
+            self._full_logged = True
+        return feats
+
+
+class BatchReplay:
+    """Epoch ``e < views``: the loaders' batches, recorded; epoch ``e >= views``: the batches
+    recorded in epoch ``e mod views``, shuffled (``seed`` and ``e``) within each loader.
+
+    ``epoch(loaders)`` yields one ``{loader_id: batch}`` per step, like iterating the loaders
+    side by side (a loader that is spent drops out)."""
+
+    def __init__(self, views: int, seed: int = 0) -> None:
+        if views < 1:
+            raise ValueError(f"replay needs views >= 1, got {views}")
+        self.views = views
+        self.seed = seed
+        self.epochs = 0
+        self._recorded: list[dict[int, list[Batch]]] = []
+
+    def epoch(self, loaders: Mapping[int, Any]) -> Iterator[dict[int, Batch]]:
+        e = self.epochs
+        self.epochs += 1
+        if e < self.views:
+            record: dict[int, list[Batch]] = {k: [] for k in loaders}
+            self._recorded.append(record)
+            streams = {k: self._recorder(iter(loader), record[k]) for k, loader in loaders.items()}
+        else:
+            record = self._recorded[e % self.views]
+            g = torch.Generator()
+            g.manual_seed(self.seed * 100_003 + e)
+            streams = {}
+            for k in loaders:
+                kept = record.get(k, [])
+                order = torch.randperm(len(kept), generator=g).tolist()
+                streams[k] = iter([kept[i] for i in order])
+        while streams:
+            item: dict[int, Batch] = {}
+            for k in list(streams):
+                batch = next(streams[k], None)
+                if batch is None:
+                    del streams[k]
+                else:
+                    item[k] = batch
+            if item:
+                yield item
+
+    @staticmethod
+    def _recorder(it: Iterator[Batch], into: list[Batch]) -> Iterator[Batch]:
+        for batch in it:
+            into.append(batch)
+            yield batch
