@@ -159,3 +159,29 @@ def test_cache_views_per_task_and_the_stage_minimum():
     strategy = build_strategy("independent", model, TWO[1:], cache_views={"abnormal": 3})
     assert strategy.replay.views == 3
     strategy.finish()
+
+
+def test_memo_keeps_only_the_deepest_maps_a_classification_head_reads():
+    from umsrep.strategies.independent import deepest_read
+
+    model = make_model(TWO)
+    assert deepest_read(model, ["abnormal"]) == 1
+    assert deepest_read(model, ["lung"]) is None  # the decoder reads every map
+    assert deepest_read(model, ["lung", "abnormal"]) is None
+    backbone = model.backbone.eval().requires_grad_(False)
+    x = torch.randn(2, 1, 32, 32)
+    full = backbone.forward_features(x)
+    memo = FeatureMemo(backbone, keep_last=1).install()
+    backbone.forward_features(x)
+    kept = backbone.forward_features(x)
+    assert memo.hits == 1 and kept[:-1] == [None] * (len(full) - 1)
+    torch.testing.assert_close(kept[-1], full[-1], rtol=0, atol=0)
+    assert memo.bytes == full[-1].numel() * full[-1].element_size()
+    head = model.heads["abnormal"].eval()  # no dropout
+    torch.testing.assert_close(head(kept, x), head(full, x), rtol=0, atol=0)
+    strategy = build_strategy("independent", model, TWO[1:], cache_views=2)  # over the first
+    assert strategy.memo.keep_last == 1
+    strategy.finish()
+    assert backbone.forward_features is memo  # the first memo is back in place
+    memo.remove()
+    assert "forward_features" not in vars(backbone)

@@ -28,6 +28,18 @@ def stage_views(cache_views: int | Mapping[str, int], tasks: list[str]) -> int:
     return min(int(per_task.get(t, 0)) for t in tasks) if tasks else 0
 
 
+def deepest_read(model, tasks) -> int | None:
+    """How many of the deepest feature maps the heads of ``tasks`` read (a head's
+    ``feature_levels``), or None when one of them may read any map (a decoder, a guided head)."""
+    levels = []
+    for name in tasks:
+        n = getattr(model.heads[name], "feature_levels", None)
+        if n is None or model.guide_of(name) is not None:
+            return None
+        levels.append(int(n))
+    return max(levels) if levels else None
+
+
 class IndependentStrategy(Strategy):
     """Each epoch passes every task's loader once; batches of the tasks are interleaved.
 
@@ -58,7 +70,8 @@ class IndependentStrategy(Strategy):
         cache_views = stage_views(cache_views, list(self.tasks))
         self.replay = BatchReplay(cache_views, seed=kwargs.get("noise_seed", 0)) \
             if cache_views else None
-        self.memo = FeatureMemo(self.model.backbone, cache_mb).install() if cache_views else None
+        self.memo = FeatureMemo(self.model.backbone, cache_mb, deepest_read(model, self.tasks)
+                                ).install() if cache_views else None
         for p in self.model.backbone.parameters():
             p.requires_grad_(False)
         for name in self.tasks:

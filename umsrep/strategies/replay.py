@@ -14,6 +14,9 @@ and the backbone's forward pass. Two pieces remove that work (``independent`` st
   after the first validation, costs no backbone pass at all. It computes afresh, and remembers
   nothing, whenever the backbone could change the answer (training mode, a parameter that
   requires grad, an input that does). Memory is capped (``max_mb``); past the cap it computes.
+  ``keep_last=k`` keeps only the ``k`` deepest maps (the rest come back as ``None``) when the
+  heads read no others: a classification head on the deepest map stores 1/15 of the ``cdae``
+  pyramid (8k values of 123k per 128 px image).
 
 Replay trades augmentation diversity for time: a head sees ``V`` draws of each image instead of
 one per epoch. A stage resumed from a checkpoint records its ``V`` views again from there.
@@ -48,25 +51,35 @@ class FeatureMemo:
     forgets everything. ``hits`` / ``misses`` count the calls that used / computed features.
     """
 
-    def __init__(self, backbone: nn.Module, max_mb: float = 4096.0) -> None:
+    def __init__(self, backbone: nn.Module, max_mb: float = 4096.0,
+                 keep_last: int | None = None) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self.backbone = backbone
+        self.keep_last = keep_last
         self.max_bytes = int(max_mb * 2**20)
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._store: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._store: dict[tuple, tuple[torch.Tensor | None, ...]] = {}
         self._compute: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
         self._full_logged = False
+        self._previous: Callable | None = None
 
     def install(self) -> FeatureMemo:
         if self._compute is None:
+            # a memo already in place (or any instance override) is what remove() puts back
+            self._previous = vars(self.backbone).get("forward_features")
             self._compute = self.backbone.forward_features
             self.backbone.forward_features = self  # type: ignore[method-assign]
         return self
 
     def remove(self) -> None:
         if self._compute is not None:
-            del self.backbone.forward_features
+            if self._previous is None:
+                vars(self.backbone).pop("forward_features", None)
+            else:
+                self.backbone.forward_features = self._previous  # type: ignore[method-assign]
             self._compute = None
         self._store.clear()
         self.bytes = 0
@@ -95,7 +108,10 @@ class FeatureMemo:
         self.misses += 1
         with torch.no_grad():
             feats = [f.detach() for f in compute(x)]
-        size = sum(f.numel() * f.element_size() for f in feats)
+        if self.keep_last is not None:
+            drop = max(len(feats) - self.keep_last, 0)
+            feats = [None] * drop + feats[drop:]
+        size = sum(f.numel() * f.element_size() for f in feats if f is not None)
         if self.bytes + size <= self.max_bytes:
             self._store[key] = tuple(feats)
             self.bytes += size

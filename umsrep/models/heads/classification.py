@@ -51,6 +51,11 @@ class ClassificationHead(nn.Module):
 
     kind = "classification"
 
+    @property
+    def feature_levels(self) -> int:
+        """The deepest maps of ``feats`` it reads (``umsrep.strategies.replay``)."""
+        return self.levels
+
     def __init__(
         self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
         dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean",
