@@ -95,6 +95,20 @@ def check_strategy(key: str, strategy: StrategyConfig, tasks: list[str]) -> None
         check_ratios(f"{key}.options.ratios", options["ratios"], tasks)
     if strategy.name == "joint":
         check_joint(f"{key}.options", options, tasks)
+    if "cache_views" in options:
+        check_cache_views(f"{key}.options.cache_views", options["cache_views"], tasks)
+
+
+def check_cache_views(key: str, views: Any, tasks: list[str]) -> None:
+    """Independent: a whole number of replayed views >= 0, or one per configured task."""
+    values = views.items() if isinstance(views, Mapping) else [(None, views)]
+    if isinstance(views, Mapping):
+        check_task_keys(key, views, tasks)
+    for task, value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            where = key if task is None else f"{key}.{task}"
+            raise ConfigError(where, f"expected a whole number of views >= 0 (0: no cache), "
+                              f"got {value!r}")
 
 
 def check_ratios(key: str, ratios: Any, tasks: list[str]) -> None:

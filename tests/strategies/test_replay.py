@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from toy_multitask import NOISE, TASKS, ToyCxr, changed, make_loaders, make_model, snapshot
 
 from umsrep.strategies import build_strategy
-from umsrep.strategies.replay import BatchReplay, FeatureMemo
+from umsrep.strategies.replay import BatchReplay, FeatureMemo, batch_bytes
 from umsrep.train.checkpoint import seed_everything
 from umsrep.train.loop import TrainConfig, fit, run_epoch, strategy_options
 
@@ -185,3 +185,14 @@ def test_memo_keeps_only_the_deepest_maps_a_classification_head_reads():
     assert backbone.forward_features is memo  # the first memo is back in place
     memo.remove()
     assert "forward_features" not in vars(backbone)
+
+
+def test_replay_gives_up_past_its_memory_cap_and_loads_each_epoch():
+    loader = CountingLoader(DataLoader(ToyCxr(12), batch_size=4, shuffle=True))
+    one_batch = batch_bytes(next(iter(loader.loader)))
+    loader.passes = 0
+    replay = BatchReplay(views=2, seed=0, max_mb=2.5 * one_batch / 2**20)  # 2 of 3 batches fit
+    epochs = [[item[0] for item in replay.epoch({0: loader})] for _ in range(4)]
+    assert replay.given_up and replay.bytes == 0
+    assert loader.passes == 4  # every epoch loaded afresh
+    assert all(_ids(e) == _ids(epochs[0]) and len(e) == 3 for e in epochs)

@@ -406,6 +406,20 @@ def test_alternating_ratios_need_a_positive_count_for_every_task() -> None:
     assert load_experiment(data=data, check_paths=False).strategies[1].options["ratios"]
 
 
+def test_cache_views_name_configured_tasks_and_whole_numbers() -> None:
+    """A mistyped task would silently switch the cache off; a bool would read as 1 view."""
+    data = base_config()
+    data["strategies"][0]["options"] = {"cache_views": {"qualty": 4}}
+    err = refused(data, check_paths=False)
+    assert err.key == "strategies[0].options.cache_views.qualty" and "quality" in err.reason
+    for bad, key in (({"quality": True}, ".quality"), ({"quality": 2.5}, ".quality"),
+                     (-1, ""), (True, "")):
+        data["strategies"][0]["options"] = {"cache_views": bad}
+        assert refused(data, check_paths=False).key == "strategies[0].options.cache_views" + key
+    data["strategies"][0]["options"] = {"cache_views": {"quality": 4, "flow": 0}}
+    assert load_experiment(data=data, check_paths=False).strategies[0].options["cache_views"]
+
+
 def test_loading_imports_neither_torch_nor_ray() -> None:
     """The check reads umsrep/catalog.py, so a bad file is refused before the heavy imports."""
     import subprocess

@@ -22,7 +22,8 @@ def stage_views(cache_views: int | Mapping[str, int], tasks: list[str]) -> int:
     """The replayed views of a stage training ``tasks`` (``cache_views``: one int, or per task)."""
     per_task = dict(cache_views) if isinstance(cache_views, Mapping) else \
         dict.fromkeys(tasks, cache_views)
-    bad = {k: v for k, v in per_task.items() if not isinstance(v, int) or v < 0}
+    bad = {k: v for k, v in per_task.items()
+           if isinstance(v, bool) or not isinstance(v, int) or v < 0}
     if bad:
         raise ValueError(f"cache_views must be whole numbers >= 0, got {bad}")
     return min(int(per_task.get(t, 0)) for t in tasks) if tasks else 0
@@ -52,7 +53,7 @@ class IndependentStrategy(Strategy):
 
     ``cache_views=V`` (``umsrep.strategies.replay``): the first ``V`` epochs' batches are kept
     and replayed in later epochs, and the frozen backbone's features are remembered by input
-    (``cache_mb`` at most), so after ``V`` epochs a step costs the heads alone, and a validation
+    (``cache_mb`` at most for each), so after ``V`` epochs a step costs the heads alone, and a validation
     pass after the first costs the heads alone too. 0 (the default) loads and encodes every
     batch afresh. A mapping ``{task: V}`` sets it per head; a stage of several heads replays
     with the smallest ``V`` among them (0 when one of them has none). Worth it where the
@@ -68,8 +69,8 @@ class IndependentStrategy(Strategy):
         super().__init__(model, tasks, **kwargs)
         self.one_stage = one_stage
         cache_views = stage_views(cache_views, list(self.tasks))
-        self.replay = BatchReplay(cache_views, seed=kwargs.get("noise_seed", 0)) \
-            if cache_views else None
+        self.replay = BatchReplay(cache_views, seed=kwargs.get("noise_seed", 0),
+                                  max_mb=cache_mb) if cache_views else None
         self.memo = FeatureMemo(self.model.backbone, cache_mb, deepest_read(model, self.tasks)
                                 ).install() if cache_views else None
         for p in self.model.backbone.parameters():

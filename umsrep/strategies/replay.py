@@ -18,6 +18,10 @@ and the backbone's forward pass. Two pieces remove that work (``independent`` st
   heads read no others: a classification head on the deepest map stores 1/15 of the ``cdae``
   pyramid (8k values of 123k per 128 px image).
 
+The recorded batches are capped too (``max_mb``): a training set whose ``V`` views do not fit
+is not replayed (each epoch loads afresh, as without the cache; the memo still serves
+validation) rather than filling the machine's memory.
+
 Replay trades augmentation diversity for time: a head sees ``V`` draws of each image instead of
 one per epoch. A stage resumed from a checkpoint records its ``V`` views again from there.
 """
@@ -127,20 +131,26 @@ class BatchReplay:
     recorded in epoch ``e mod views``, shuffled (``seed`` and ``e``) within each loader.
 
     ``epoch(loaders)`` yields one ``{loader_id: batch}`` per step, like iterating the loaders
-    side by side (a loader that is spent drops out)."""
+    side by side (a loader that is spent drops out). Past ``max_mb`` of recorded tensors the
+    recording is dropped and every later epoch iterates the loaders (``given_up``)."""
 
-    def __init__(self, views: int, seed: int = 0) -> None:
+    def __init__(self, views: int, seed: int = 0, max_mb: float = 4096.0) -> None:
         if views < 1:
             raise ValueError(f"replay needs views >= 1, got {views}")
         self.views = views
         self.seed = seed
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self.given_up = False
         self.epochs = 0
         self._recorded: list[dict[int, list[Batch]]] = []
 
     def epoch(self, loaders: Mapping[int, Any]) -> Iterator[dict[int, Batch]]:
         e = self.epochs
         self.epochs += 1
-        if e < self.views:
+        if self.given_up:
+            streams = {k: iter(loader) for k, loader in loaders.items()}
+        elif e < self.views:
             record: dict[int, list[Batch]] = {k: [] for k in loaders}
             self._recorded.append(record)
             streams = {k: self._recorder(iter(loader), record[k]) for k, loader in loaders.items()}
@@ -164,8 +174,28 @@ class BatchReplay:
             if item:
                 yield item
 
-    @staticmethod
-    def _recorder(it: Iterator[Batch], into: list[Batch]) -> Iterator[Batch]:
+    def _recorder(self, it: Iterator[Batch], into: list[Batch]) -> Iterator[Batch]:
         for batch in it:
-            into.append(batch)
+            if not self.given_up:
+                self.bytes += batch_bytes(batch)
+                if self.bytes > self.max_bytes:
+                    logger.warning("replay: %d views of the training batches exceed %.0f MB; "
+                                   "each epoch loads its batches instead", self.views,
+                                   self.max_bytes / 2**20)
+                    self.given_up = True
+                    self._recorded.clear()
+                    self.bytes = 0
+                else:
+                    into.append(batch)
             yield batch
+
+
+def batch_bytes(batch: Any) -> int:
+    """Bytes held by the tensors of ``batch`` (nested dicts and lists included)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.numel() * batch.element_size()
+    if isinstance(batch, Mapping):
+        return sum(batch_bytes(v) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(batch_bytes(v) for v in batch)
+    return 0
