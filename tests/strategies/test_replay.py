@@ -53,6 +53,29 @@ def test_memo_returns_the_backbones_features_and_computes_each_input_once():
     assert backbone.forward_features.__func__ is type(backbone).forward_features
 
 
+def test_memo_hashes_a_live_tensor_once_and_again_after_an_in_place_change(monkeypatch):
+    import umsrep.strategies.replay as replay
+
+    model = make_model(TWO)
+    backbone = model.backbone.eval().requires_grad_(False)
+    calls = []
+    real = replay.tensor_digest
+    monkeypatch.setattr(replay, "tensor_digest", lambda t: calls.append(1) or real(t))
+    memo = FeatureMemo(backbone).install()
+    x = torch.randn(2, 1, 32, 32)
+    before = backbone.forward_features(x)[-1]
+    backbone.forward_features(x)  # the same tensor, unchanged: its digest is reused
+    assert len(calls) == 1 and (memo.misses, memo.hits) == (1, 1)
+    x.add_(1.0)  # changed in place: hashed again, and its features are computed afresh
+    after = backbone.forward_features(x)[-1]
+    assert len(calls) == 2 and memo.misses == 2
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, type(backbone).forward_features(backbone, x)[-1],
+                               rtol=0, atol=0)
+    del x  # a dead tensor's digest is forgotten with it
+    assert not memo._digests
+
+
 @pytest.mark.parametrize("unfrozen", ["train_mode", "requires_grad"])
 def test_memo_computes_and_keeps_nothing_when_the_backbone_can_change(unfrozen):
     model = make_model(TWO)
