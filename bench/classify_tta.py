@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from umsrep.data.contrast import apply_contrast
     from umsrep.data.io import load_image
-    from umsrep.derive.tta import _move, normalize_image, split_fits
+    from umsrep.derive.tta import normalize_image, shift_image, split_fits
     from umsrep.metrics import compute_auc
     from umsrep.predict import load_model_dir
     from umsrep.runner.data import load_run_data
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                  (-shift, shift)] if shift else [])
             probs = []
             for sid in labelled["sample_id"].astype(str):
-                xs = [_move(normalize_image(pixels[sid], size, fit)[0], dy, dx)
+                xs = [shift_image(normalize_image(pixels[sid], size, fit)[0], dy, dx)
                       for fit in dict.fromkeys(geometric) for dy, dx in moves]
                 with torch.no_grad():
                     out = model(torch.cat(xs), [args.task])[args.task].float()

@@ -111,6 +111,28 @@ def test_convs_widen_the_deepest_map_before_pooling():
         _model(_tb(convs=-1))
 
 
+def test_conv_channels_narrow_the_convs_and_the_layer_after_them():
+    wide = _model(LUNG, _tb(guide="lung", convs=2)).heads["tb"]
+    model = _model(LUNG, _tb(guide="lung", convs=2, conv_channels=64, levels=2))
+    head = model.heads["tb"]
+    deep = model.backbone.feature_channels[-1]
+    narrow = head.mlp[0].out_features * 64 // 256  # scaled by the width, as hidden (256) is
+    assert narrow < deep
+    convs = [c for c in head.convs.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(deep, narrow), (narrow, narrow)]
+    # the pooled vector: the shallower map's own channels and the convs' narrow ones
+    assert head.mlp[0].in_features == model.backbone.feature_channels[-2] + narrow
+    assert sum(p.numel() for p in head.convs.parameters()) < \
+        sum(p.numel() for p in wide.convs.parameters())
+    x = torch.randn(2, 1, 32, 32)
+    assert model(x, ["tb"])["tb"].shape == (2, 2)
+    # without convs there is nothing to narrow: the map's own channels are pooled
+    plain = _model(_tb(conv_channels=64)).heads["tb"]
+    assert len(plain.convs) == 0 and plain.mlp[0].in_features == deep
+    with pytest.raises(ValueError, match="conv_channels must be"):
+        _model(_tb(convs=1, conv_channels=-1))
+
+
 def test_gem_pooling_lies_between_the_mean_and_the_max_and_learns_its_exponent():
     model = _model(LUNG, _tb(guide="lung", pool="gem")).train()
     head = model.heads["tb"]

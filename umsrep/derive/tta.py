@@ -65,7 +65,8 @@ def average_over_fits(probability: Callable[[torch.Tensor], np.ndarray], pixels:
         x, _ = normalize_image(pixels, size, fit)
         square = np.zeros((size, size), dtype=np.float32)
         for dy, dx in moves:
-            square += _move(np.asarray(probability(_move(x, dy, dx)), np.float32), -dy, -dx)
+            seen = np.asarray(probability(shift_image(x, dy, dx)), np.float32)
+            square += shift_image(seen, -dy, -dx)
         total += from_square(square / len(moves), (height, width), fit)
     return total / len(views)
 
@@ -78,7 +79,7 @@ def split_fits(fits: Sequence[str]) -> tuple[list[str], int]:
     return geometric or ["stretch"], max(shifts, default=0)
 
 
-def _move(array, dy: int, dx: int):
+def shift_image(array, dy: int, dx: int):
     """``array`` (``[..., S, S]`` tensor or ndarray) moved by ``dy, dx`` pixels, its edge
     pixels repeated into the gap."""
     if dy == 0 and dx == 0:

@@ -20,6 +20,10 @@ Two umsrep options, not in the paper:
   deepest map before it is pooled. The ``cdae`` encoder is four strided convs: a unit of its
   deepest map sees 31 px of a 128 px image, so pooling it averages small patches; two convs
   widen that to 95 px (most of a lung field) for ~2 % of a lung step's compute.
+  ``conv_channels=C`` gives those convs C output channels instead of the map's own (the first
+  maps the map's channels to C; C is scaled by the backbone's ``width``, as ``hidden`` is): on
+  a frozen backbone the convs are most of the head's step, and their compute falls with C
+  roughly as C (the first conv) and C squared (the others).
 - ``pool="gem"``: generalized mean (Radenovic et al. 2018), ``(mean f^p)^(1/p)`` with a learnt
   ``p`` (from 3) per head, under the guide's weights when guided: a small lesion moves the
   pooled feature more than under a plain mean (p=1), less than under max (p->inf).
@@ -59,7 +63,7 @@ class ClassificationHead(nn.Module):
     def __init__(
         self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
         dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean",
-        grid: int = 0,
+        grid: int = 0, conv_channels: int = 0,
     ) -> None:
         super().__init__()
         channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
@@ -68,7 +72,11 @@ class ClassificationHead(nn.Module):
         if grid < 0:
             raise ValueError(f"grid must be >= 0, got {grid}")
         self.grid = grid
-        in_channels = sum(channels) * max(grid, 1) ** 2
+        if conv_channels < 0:
+            raise ValueError(f"conv_channels must be >= 0, got {conv_channels}")
+        deep = conv_channels if convs and conv_channels else channels[-1]
+        widths = [channels[-1]] + [deep] * convs
+        in_channels = (sum(channels[:-1]) + deep) * max(grid, 1) ** 2
         if num_classes < 2:
             raise ValueError(f"classification head needs num_classes >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
@@ -78,8 +86,8 @@ class ClassificationHead(nn.Module):
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.num_classes = num_classes
-        self.convs = nn.Sequential(*(conv_bn_relu(channels[-1], channels[-1])
-                                     for _ in range(convs)))
+        self.convs = nn.Sequential(*(conv_bn_relu(a, b) for a, b in zip(widths[:-1], widths[1:],
+                                                                        strict=True)))
         # GeM's exponent, learnt; 3 is the usual start (p=1 is the mean)
         self.p = nn.Parameter(torch.tensor(3.0)) if pool == "gem" else None
         if hidden > 0:
@@ -176,6 +184,7 @@ def build_classification(
     convs: int = 0,
     pool: str = "mean",
     grid: int = 0,
+    conv_channels: int = 0,
 ) -> ClassificationHead:
     if num_classes is None:
         raise ValueError("classification head needs num_classes (e.g. num_classes=2)")
@@ -187,4 +196,5 @@ def build_classification(
     return ClassificationHead(
         channels[-levels:] if levels > 1 else channels[-1], num_classes, hidden=hidden,
         dropout=dropout, guide=guide, convs=convs, pool=pool, grid=grid,
+        conv_channels=scale_channels(conv_channels, width) if conv_channels > 0 else conv_channels,
     )
