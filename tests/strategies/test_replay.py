@@ -74,6 +74,14 @@ def test_memo_hashes_a_live_tensor_once_and_again_after_an_in_place_change(monke
                                rtol=0, atol=0)
     del x  # a dead tensor's digest is forgotten with it
     assert not memo._digests
+    with torch.inference_mode():  # an inference tensor has no version counter: hashed each time
+        y = torch.randn(2, 1, 32, 32)
+        backbone.forward_features(y)
+        y.add_(1.0)
+        torch.testing.assert_close(backbone.forward_features(y)[-1],
+                                   type(backbone).forward_features(backbone, y)[-1],
+                                   rtol=0, atol=0)
+    assert len(calls) == 4 and not memo._digests
 
 
 @pytest.mark.parametrize("unfrozen", ["train_mode", "requires_grad"])

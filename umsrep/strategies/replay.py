@@ -109,6 +109,8 @@ class FeatureMemo:
     def digest(self, x: torch.Tensor) -> bytes:
         """``tensor_digest(x)``, hashed once per live tensor and version (an in-place change
         bumps ``x._version``; a dead tensor's id is forgotten with it)."""
+        if x.is_inference():  # no version counter to tell an in-place change: hash each time
+            return tensor_digest(x)
         known = self._digests.get(id(x))
         if known is not None and known[0]() is x and known[1] == x._version:
             return known[2]
