@@ -130,7 +130,7 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
 
 
 HEAD_COST_COLUMNS = ["run", "strategy", "task", "head_minutes", "model_minutes", "ratio",
-                     "head_params", "model_params"]
+                     "head_params", "model_params", "split"]
 
 
 def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +140,9 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
     Minutes per fold (means over folds); a head stage that trains several tasks (joint,
     alternating, a one-stage independent run) is split evenly over them, as in
     ``cost_summary``. ``ratio`` = head / model minutes; NaN without a separate model for the
-    task. Columns ``HEAD_COST_COLUMNS``.
+    task. ``split``: the minutes hold such an even share (a share of one network's training,
+    not what adding the head costs; ``bench/marginal_head.py`` measures that per step).
+    Columns ``HEAD_COST_COLUMNS``.
     """
     costs = stage_costs(stages)
     rows = []
@@ -165,6 +167,7 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
                     "ratio": minutes / model.minutes if model and model.minutes else np.nan,
                     "head_params": int(params),
                     "model_params": model.trainable_params if model else np.nan,
+                    "split": bool(len(shared)),
                 })
     return pd.DataFrame(rows, columns=HEAD_COST_COLUMNS)
 

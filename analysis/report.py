@@ -229,8 +229,10 @@ def _overview(t: dict[str, pd.DataFrame]) -> str:
             ["run", "strategy"], sort=False):
         each = "; ".join(f"{html.escape(r.task)} {r.head_minutes:.2f} vs {r.model_minutes:.2f} "
                          f"min (<b>{r.ratio:.2f}x</b>)" for r in h.itertuples(index=False))
+        split = (" (one stage trains every task: its time split evenly, not what one more "
+                 "head adds)" if h["split"].any() else "")
         parts.append(f"<li>One more head [{html.escape(run)}], {html.escape(strategy)}, against "
-                     f"the task's separate model: {each}</li>")
+                     f"the task's separate model: {each}{split}</li>")
     for r in t["time_to_quality"].to_dict("records"):
         reached = (f"{r['shared_minutes']:.1f} min ({r['ratio']:.2f}x the baseline's "
                    f"{r['baseline_minutes']:.1f} min per fold, {r['run_ratio']:.2f}x over the "

@@ -162,6 +162,7 @@ def test_head_costs_put_each_tasks_head_beside_its_own_separate_model():
     assert got["joint", "lung"].head_minutes == pytest.approx(6.0)
     assert got["joint", "abnormality"].ratio == pytest.approx(6.0 / 9.25)
     assert got["joint", "abnormality"].head_params == 450_000
+    assert got["joint", "lung"].split and not got["independent", "lung"].split
 
 
 def test_head_costs_without_a_baseline_have_no_ratio():
