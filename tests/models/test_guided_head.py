@@ -126,11 +126,10 @@ def test_conv_channels_narrow_the_convs_and_the_layer_after_them():
         sum(p.numel() for p in wide.convs.parameters())
     x = torch.randn(2, 1, 32, 32)
     assert model(x, ["tb"])["tb"].shape == (2, 2)
-    # without convs there is nothing to narrow: the map's own channels are pooled
-    plain = _model(_tb(conv_channels=64)).heads["tb"]
-    assert len(plain.convs) == 0 and plain.mlp[0].in_features == deep
     with pytest.raises(ValueError, match="conv_channels must be"):
         _model(_tb(convs=1, conv_channels=-1))
+    with pytest.raises(ValueError, match="give convs >= 1"):  # nothing to narrow: refused
+        _model(_tb(conv_channels=64))
 
 
 def test_gem_pooling_lies_between_the_mean_and_the_max_and_learns_its_exponent():

@@ -108,7 +108,9 @@ class FeatureMemo:
 
     def digest(self, x: torch.Tensor) -> bytes:
         """``tensor_digest(x)``, hashed once per live tensor and version (an in-place change
-        bumps ``x._version``; a dead tensor's id is forgotten with it)."""
+        bumps ``x._version``; a dead tensor's id is forgotten with it). A write the counter
+        does not see (through ``x.data`` or a NumPy view of ``x``) is not seen here either:
+        the replayed batches are never written that way."""
         if x.is_inference():  # no version counter to tell an in-place change: hash each time
             return tensor_digest(x)
         known = self._digests.get(id(x))

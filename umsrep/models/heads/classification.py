@@ -74,6 +74,9 @@ class ClassificationHead(nn.Module):
         self.grid = grid
         if conv_channels < 0:
             raise ValueError(f"conv_channels must be >= 0, got {conv_channels}")
+        if conv_channels and not convs:  # it would silently do nothing
+            raise ValueError(f"conv_channels={conv_channels} sets the width of the convs: "
+                             "give convs >= 1 too")
         deep = conv_channels if convs and conv_channels else channels[-1]
         widths = [channels[-1]] + [deep] * convs
         in_channels = (sum(channels[:-1]) + deep) * max(grid, 1) ** 2
