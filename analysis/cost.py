@@ -154,7 +154,7 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
         for strategy, h in heads.groupby("strategy", sort=False):
             shared = h[h["task"] == ""]
             for task in tasks:
-                own = h[h["task"] == task]
+                own = h[h["task"] == task] if task else h.iloc[:0]  # "": the shared rows
                 if not len(own) and not len(shared):
                     continue
                 minutes = own["minutes"].sum() + shared["minutes"].sum() / len(tasks)

@@ -170,3 +170,7 @@ def test_head_costs_without_a_baseline_have_no_ratio():
     costs = head_costs(_stages(rows))
     assert len(costs) == 2 and costs["ratio"].isna().all()
     assert costs["model_minutes"].isna().all()
+    # a run of shared stages alone (task "", no task named anywhere): each counted once
+    costs = head_costs(_stages([("head", "joint", "", 12.0, 900_000)]))
+    assert costs["head_minutes"].tolist() == [pytest.approx(12.0)]
+    assert costs["head_params"].tolist() == [900_000]

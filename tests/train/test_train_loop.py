@@ -84,14 +84,15 @@ def test_checkpoint_round_trip_loads_weights_only(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
-@pytest.mark.parametrize("strategy", ["alternating", "joint"])
-def test_resume_continues_with_identical_results(tmp_path, strategy):
-    cfg = _cfg(epochs=3, plateau_patience=1)
+@pytest.mark.parametrize("strategy,ema", [("alternating", 0.0), ("joint", 0.0),
+                                          ("joint", 0.9)])
+def test_resume_continues_with_identical_results(tmp_path, strategy, ema):
+    cfg = _cfg(epochs=3, plateau_patience=1, ema=ema)
     model_full, full = _run(cfg, strategy, checkpoint_dir=tmp_path / "full")
-    part_cfg = _cfg(epochs=2, plateau_patience=1, checkpoint="last")
+    part_cfg = _cfg(epochs=2, plateau_patience=1, checkpoint="last", ema=ema)
     _run(part_cfg, strategy, checkpoint_dir=tmp_path / "part")
     assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
-    resumed_cfg = _cfg(epochs=3, plateau_patience=1)
+    resumed_cfg = _cfg(epochs=3, plateau_patience=1, ema=ema)
     model_res, resumed = _run(resumed_cfg, strategy, checkpoint_dir=tmp_path / "part")
     assert resumed.epochs_run == 3
     keys = ["train/loss", "val/loss"]
@@ -292,3 +293,57 @@ def test_an_independent_head_left_out_of_score_tasks_is_chosen_by_its_loss():
     auc = [val_score(h, {"abnormal": TWO[1]}) for h in hist]
     assert result.best_epochs == {"lung": first_best(lung), "abnormal": first_best(loss)}
     assert first_best(loss) != first_best(auc)  # the AUC would have chosen another epoch
+
+
+def test_weight_average_warms_up_moves_towards_the_model_and_swaps_back():
+    from umsrep.train.averaging import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.99)
+    assert average.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0): warm-up
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(5)
+    average.update(model)  # the first update: decay (1 + 1) / (10 + 1)
+    d = 2 / 11
+    expected = d * start["0.weight"] + (1 - d) * model[0].weight.detach()
+    assert torch.allclose(average.shadow["0.weight"], expected)
+    assert int(average.shadow["1.num_batches_tracked"]) == 5  # integers are copied
+    for _ in range(2000):
+        average.update(model)
+    assert average.current_decay() == pytest.approx(0.99)
+    assert torch.allclose(average.shadow["0.weight"], model[0].weight.detach(), atol=1e-6)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    average.shadow["0.bias"].fill_(7.0)
+    average.swap(model)
+    assert torch.all(model[0].bias == 7.0)
+    average.swap(model)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_ema_trains_the_same_weights_and_validates_keeps_their_average(tmp_path):
+    plain_model, plain = _run(_cfg(epochs=3, checkpoint="last"),
+                              checkpoint_dir=tmp_path / "plain")
+    ema_model, ema = _run(_cfg(epochs=3, checkpoint="last", ema=0.5),
+                          checkpoint_dir=tmp_path / "ema")
+    # the optimizer steps the trained weights as without the average ...
+    assert [h["train/loss"] for h in ema.history] == [h["train/loss"] for h in plain.history]
+    last = load_checkpoint(tmp_path / "ema" / "last.pt")
+    for k, v in plain_model.state_dict().items():
+        assert torch.equal(last["model"][k], v), k
+    # ... while validation scores, and the model ends with, the average
+    assert [h["val/loss"] for h in ema.history] != [h["val/loss"] for h in plain.history]
+    for k, v in ema_model.state_dict().items():
+        assert torch.equal(last["average"]["shadow"][k], v), k
+    assert any(not torch.equal(v, plain_model.state_dict()[k])
+               for k, v in ema_model.state_dict().items() if v.is_floating_point())
+    with pytest.raises(ValueError, match="without a weight average"):  # settings changed
+        _run(_cfg(epochs=4, ema=0.5), checkpoint_dir=tmp_path / "plain")
+
+
+def test_ema_decay_must_lie_below_one():
+    with pytest.raises(ConfigError, match="ema"):
+        TrainConfig.from_dict({"train": {"ema": 1.0}})

@@ -70,7 +70,8 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
         extra += (f"contrast={contrast_key(exp.data.contrast)}",)
     backbone = to_dict(exp.backbone)
     for key, default in (("checkpoint", "best"), ("monitor", "loss"), ("score_tasks", None),
-                         ("task_batches", "per_task"), ("schedule", "plateau")):  # as above
+                         ("task_batches", "per_task"), ("schedule", "plateau"),
+                         ("ema", 0.0)):  # as above
         if backbone["train"].get(key) == default:
             del backbone["train"][key]
     return exp.digest(backbone, exp.data.image_size, pool_ids_digest, exp.seed, *extra)

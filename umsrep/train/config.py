@@ -62,6 +62,10 @@ class TrainConfig:
     # validation split is for; later epochs have begun to overfit), "last" = the final epoch.
     # The other is kept too, in checkpoint_last/ or checkpoint_best/.
     checkpoint: Literal["best", "last"] = "best"
+    # > 0: validate, choose and keep an exponential moving average of the weights
+    # (umsrep/train/averaging.py), updated after every step with this decay (0.99: the last
+    # ~100 steps weigh most); 0: the trained weights themselves
+    ema: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], key: str = "train") -> TrainConfig:
@@ -70,6 +74,8 @@ class TrainConfig:
     def validate(self, key: str) -> None:
         if self.val_every < 1:
             raise ConfigError(f"{key}.val_every", "must be at least 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"{key}.ema", "the weight average's decay must lie in [0, 1)")
 
     @property
     def monitor_key(self) -> str:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from umsrep.models.multitask import count_trainable_params
 from umsrep.strategies import Strategy
+from umsrep.train.averaging import WeightAverage
 from umsrep.train.checkpoint import (
     LAST,
     capture_rng_state,
@@ -80,9 +81,11 @@ def strategy_options(cfg: TrainConfig, device: str = "cpu", seed: int = 0) -> di
 
 
 def run_epoch(
-    strategy: Strategy, loaders: Mapping[str, DataLoader], max_steps: int | None = None
+    strategy: Strategy, loaders: Mapping[str, DataLoader], max_steps: int | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps."""
+    """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps.
+    ``after_step`` is called after each step (the weight average's update)."""
     strategy.train_mode()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -93,6 +96,8 @@ def run_epoch(
         for key, value in strategy.step(batches).items():
             sums[key] += value
             counts[key] += 1
+        if after_step is not None:
+            after_step()
         images += sum(len(b["image"]) for b in {id(b): b for b in batches.values()}.values())
         steps += 1
     out = {f"train/{k}": sums[k] / counts[k] for k in sums}
@@ -104,9 +109,15 @@ def run_epoch(
     return out
 
 
-def _resume(path: Path, state: LoopState, hooks: Sequence[Hook]) -> tuple[int, float, bool]:
+def _resume(path: Path, state: LoopState, hooks: Sequence[Hook],
+            average: WeightAverage | None = None) -> tuple[int, float, bool]:
     ckpt = load_checkpoint(path, map_location=state.strategy.device)
     state.model.load_state_dict(ckpt["model"])
+    if average is not None:
+        if "average" not in ckpt:
+            raise ValueError(f"{path} was written without a weight average (train.ema); "
+                             "resume it with the settings it was started with")
+        average.load_state_dict(ckpt["average"])
     state.strategy.load_state_dict(ckpt["strategy"])
     for hook in hooks:
         if hook.name in ckpt["hooks"]:
@@ -118,7 +129,9 @@ def _resume(path: Path, state: LoopState, hooks: Sequence[Hook]) -> tuple[int, f
     return int(ckpt["epoch"]), float(ckpt["wall_s"]), bool(ckpt["stopped"])
 
 
-def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float) -> None:
+def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float,
+          average: WeightAverage | None = None) -> None:
+    extra = {"average": average.state_dict()} if average is not None else {}
     save_checkpoint(
         path,
         {
@@ -131,6 +144,7 @@ def _save(path: Path, state: LoopState, hooks: Sequence[Hook], wall_s: float) ->
             "hooks": {h.name: h.state_dict() for h in hooks},
             "history": state.history,
             "rng": capture_rng_state(),
+            **extra,
         },
     )
 
@@ -185,7 +199,9 @@ def fit(
     ``checkpoint_dir``: ``last.pt`` is written there after every epoch and, with ``resume``,
     training continues from it; ``val_metrics``: task metrics on validation each epoch, not
     only the losses. Without validation loaders a ``val/...`` monitor falls back to
-    ``train/loss``.
+    ``train/loss``. With ``cfg.ema`` the hooks (validation, schedule, stopping, best epoch)
+    see the weight average, training steps the trained weights, and the model ends with the
+    average (of the best epoch with ``checkpoint: best``).
     """
     device = strategy.device
     model.to(device)
@@ -211,33 +227,42 @@ def fit(
     reporters += [ReportHook(report)] if report is not None else []
     all_hooks = own + [h for h in hooks if not isinstance(h, ReportHook)]
     trainable = count_trainable_params(model)
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     for hook in all_hooks:
         hook.before_train(state)
     seed_everything(seed)
     start_epoch, wall_before, stopped = 0, 0.0, False
     if ckpt_dir is not None and resume and (ckpt_dir / LAST).is_file():
-        start_epoch, wall_before, stopped = _resume(ckpt_dir / LAST, state, all_hooks)
+        start_epoch, wall_before, stopped = _resume(ckpt_dir / LAST, state, all_hooks, average)
+    update = (lambda: average.update(model)) if average is not None else None
     t0 = time.perf_counter()
     for epoch in range(start_epoch, 0 if stopped else cfg.epochs):
         state.epoch = epoch
         state.metrics = {
             "epoch": float(epoch),
-            **run_epoch(strategy, train_loaders, cfg.max_steps_per_epoch),
+            **run_epoch(strategy, train_loaders, cfg.max_steps_per_epoch, update),
         }
         state.history.append(state.metrics)
+        if average is not None:  # the hooks validate and keep the average
+            average.swap(model)
         for hook in all_hooks:
             hook.after_epoch(state)
+        if average is not None:  # training goes on from the trained weights
+            average.swap(model)
         # training time so far, validation included: the cost tables' time to a given quality
         state.metrics["elapsed_s"] = wall_before + time.perf_counter() - t0
         logger.info("epoch %d: %s", epoch, _summary(state.metrics))
         if ckpt_dir is not None:
-            _save(ckpt_dir / LAST, state, all_hooks, wall_before + time.perf_counter() - t0)
+            _save(ckpt_dir / LAST, state, all_hooks, wall_before + time.perf_counter() - t0,
+                  average)
         if state.validation_epoch() or state.stop:  # Ray/Tune see validated epochs only
             for hook in reporters:
                 hook.after_epoch(state)
         if state.stop:
             break
     strategy.finish()
+    if average is not None:  # the last epoch's weights are its average's
+        average.copy_to(model)
     best = next(h for h in own if isinstance(h, BestWeightsHook))
     last_weights = _other_weights(state.model, best, cfg.restore_best)
     for hook in all_hooks:
