@@ -12,7 +12,9 @@ precision and memory format) on random batches held in memory:
 - joint: lung alone, lung + TB on one shared batch (``train.task_batches: shared``), and on
   one batch per task (``per_task``, the default: the TB batch pays its own forward pass, and
   its guide a lung-decoder forward);
-- baseline: the separate lung model, the separate TB model.
+- baseline: the separate lung model, the separate TB model;
+- ``train.ema``: joint on a shared batch and the cached independent TB head with the weight
+  average updated after each step (``umsrep/train/averaging.py``), what averaging adds.
 
 The marginal cost of the TB head is (lung + TB) - (lung alone), per batch, over the separate
 TB model's step. It leaves out data loading and validation, which a stage adds to both sides.
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from umsrep.runner.plan import Stage
     from umsrep.strategies import build_strategy
     from umsrep.tasks import Task
+    from umsrep.train.averaging import WeightAverage
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--experiment", type=Path, default=ROOT / "sweeps" / "cxr_public.yaml")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 "labels": {cls: torch.randint(0, 2, (args.batch,), generator=g)}}
 
     def step_ms(kind: str, strategy: str, names: tuple[str, ...], shared: bool,
-                cache: bool = False) -> float:
+                cache: bool = False, ema: bool = False) -> float:
         stage = Stage(id="bench", fold=0, kind=kind, strategy=strategy, tasks=names,
                       deps=("f0-backbone",) if kind == "baseline" else ())
         torch.manual_seed(0)
@@ -91,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         one = batch()
         batches = {n: one if shared else batch() for n in names}
         strat.train_mode()
+        average = WeightAverage(model, 0.99) if ema else None
         strat.step(batches)  # warm-up
         t0 = time.perf_counter()
         for _ in range(args.steps):
             strat.step(batches)
+            if average is not None:
+                average.update(model)
         return 1000 * (time.perf_counter() - t0) / args.steps
 
     print(f"{size} px, batch {args.batch}, {args.steps} steps, {torch.get_num_threads()} "
@@ -107,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         # batch, every timed step re-uses it): a step after the recorded views
         "independent lung, cached": step_ms("head", "independent", (seg,), True, cache=True),
         "independent TB, cached": step_ms("head", "independent", (cls,), True, cache=True),
+        "independent TB, cached, ema": step_ms("head", "independent", (cls,), True,
+                                               cache=True, ema=True),
         "joint lung": step_ms("head", "joint", (seg,), True),
         "joint lung+TB shared": step_ms("head", "joint", (seg, cls), True),
+        "joint lung+TB shared, ema": step_ms("head", "joint", (seg, cls), True, ema=True),
         "joint lung+TB per_task": step_ms("head", "joint", (seg, cls), False),
         "separate lung model": step_ms("baseline", "baseline", (seg,), True),
         "separate TB model": step_ms("baseline", "baseline", (cls,), True),
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = ms[with_tb] - ms[alone]
         print(f"TB head added to {name}: +{extra:.1f} ms/step = {extra / sep:.2f}x the "
               f"separate TB model's step")
+    for name in ("joint lung+TB shared", "independent TB, cached"):
+        print(f"train.ema on {name}: +{ms[name + ', ema'] - ms[name]:.1f} ms/step")
     for task, model in (("lung", "separate lung model"), ("TB", "separate TB model")):
         for variant in ("", ", cached"):
             print(f"independent {task} head{variant} / {model}: "

@@ -152,7 +152,7 @@ class ParamSpace:
 
 
 SEARCHABLE = (
-    "lr", "batch_size", "optimizer", "weight_decay", "dropout", "epochs",
+    "lr", "batch_size", "optimizer", "weight_decay", "dropout", "epochs", "ema",
     "alternating_ratio", "noise_sigma_max",
 )  # plus "weight/<task>" for joint loss weights
 

@@ -24,8 +24,9 @@ def exp():
 
 def test_training_settings_dropout_and_noise_replace_the_typed_config(exp):
     tuned = apply_hyperparameters(exp, {"lr": "0.01", "batch_size": 8.0, "epochs": 3,
-                                        "dropout": 0.3, "noise_sigma_max": 25})
+                                        "dropout": 0.3, "noise_sigma_max": 25, "ema": "0.99"})
     assert (tuned.train.lr, tuned.train.batch_size, tuned.train.epochs) == (0.01, 8, 3)
+    assert tuned.train.ema == 0.99
     assert tuned.train.patience == exp.train.patience
     assert tuned.backbone.train == exp.backbone.train  # part of the backbone's store key
     assert tuned.task("abnormal").head_kwargs == {"dropout": 0.3}

@@ -11,7 +11,7 @@ key                  what it replaces
 lr, batch_size,      ``train.<key>``: the fine-tuning and baseline stages' settings (the
 optimizer,           searched stages; a backbone's ``backbone.train`` is part of its store
 weight_decay,        key and is never tuned), over a strategy's own ``train`` setting of
-epochs               the same key
+epochs, ema          the same key
 dropout              ``head_kwargs.dropout`` of every classification task
 noise_sigma_max      ``backbone.noise.sigmas``: those at most this (the smallest if none)
 alternating_ratio    the ``alternating`` strategy's ``ratios``: the first task this many
@@ -28,7 +28,7 @@ from typing import Any
 from umsrep.experiment import SEARCHABLE, Experiment, StrategyConfig
 
 TRAIN_KEYS = {"lr": float, "batch_size": int, "optimizer": str, "weight_decay": float,
-              "epochs": int}
+              "epochs": int, "ema": float}
 
 
 def apply_hyperparameters(exp: Experiment, params: dict[str, Any] | None) -> Experiment:
