@@ -341,6 +341,11 @@ class Experiment:
                     f"search.space.{name}",
                     f"not searchable; use one of {', '.join(SEARCHABLE)} or weight/<task>",
                 )
+        ema = self.search.space.get("ema")
+        if ema is not None:  # a sampled decay must be one TrainConfig accepts
+            values = ema.values if ema.type == "choice" else [ema.low, ema.high]
+            if not all(0.0 <= float(v) < 1.0 for v in values):
+                raise ConfigError("search.space.ema", "a weight-average decay lies in [0, 1)")
         for target in self.search.applies_to or []:
             if target not in strategies + ["baseline"]:
                 raise ConfigError("search.applies_to", f"{target!r} is not a configured strategy")

@@ -85,3 +85,16 @@ def test_a_strategy_has_its_own_training_settings_and_a_tuned_value_wins(exp):
     with pytest.raises(ConfigError, match=r"strategies\[0\]\.train\.score_tasks"):
         load_experiment(data=cfg, check_paths=False)
     assert replace(exp, strategies=[StrategyConfig("joint")]).train_for("joint") is exp.train
+
+
+def test_a_searched_weight_average_decay_must_lie_below_one():
+    from tests.runner.conftest import TINY
+    from umsrep.config import ConfigError
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["search"] = {"num_samples": 2, "space": {"ema": {"type": "uniform", "low": 0.9,
+                                                         "high": 1.0}}}
+    with pytest.raises(ConfigError, match="search.space.ema"):
+        load_experiment(data=cfg, check_paths=False)
+    cfg["search"]["space"]["ema"] = {"type": "choice", "values": [0.0, 0.99]}
+    assert load_experiment(data=cfg, check_paths=False).search.space["ema"].values == [0.0, 0.99]

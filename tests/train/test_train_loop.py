@@ -322,12 +322,15 @@ def test_weight_average_warms_up_moves_towards_the_model_and_swaps_back():
     assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(model, decay=1.0)
+    model[0].weight.requires_grad_(False)  # frozen when the average is built: left out
+    assert "0.weight" not in WeightAverage(model, decay=0.9).shadow
 
 
 def test_ema_trains_the_same_weights_and_validates_keeps_their_average(tmp_path):
     plain_model, plain = _run(_cfg(epochs=3, checkpoint="last"),
                               checkpoint_dir=tmp_path / "plain")
-    ema_model, ema = _run(_cfg(epochs=3, checkpoint="last", ema=0.5),
+    # 0.3: below the warm-up's (1 + t) / (10 + t) from the second step, so the decay set counts
+    ema_model, ema = _run(_cfg(epochs=3, checkpoint="last", ema=0.3),
                           checkpoint_dir=tmp_path / "ema")
     # the optimizer steps the trained weights as without the average ...
     assert [h["train/loss"] for h in ema.history] == [h["train/loss"] for h in plain.history]
@@ -336,12 +339,28 @@ def test_ema_trains_the_same_weights_and_validates_keeps_their_average(tmp_path)
         assert torch.equal(last["model"][k], v), k
     # ... while validation scores, and the model ends with, the average
     assert [h["val/loss"] for h in ema.history] != [h["val/loss"] for h in plain.history]
+    assert (last["average"]["decay"], last["average"]["updates"]) == (0.3, 6)  # 3 x 2 steps
     for k, v in ema_model.state_dict().items():
         assert torch.equal(last["average"]["shadow"][k], v), k
     assert any(not torch.equal(v, plain_model.state_dict()[k])
                for k, v in ema_model.state_dict().items() if v.is_floating_point())
-    with pytest.raises(ValueError, match="without a weight average"):  # settings changed
-        _run(_cfg(epochs=4, ema=0.5), checkpoint_dir=tmp_path / "plain")
+    # a stage resumed with other settings than it was started with is refused
+    with pytest.raises(ValueError, match="without a weight average"):
+        _run(_cfg(epochs=4, ema=0.3), checkpoint_dir=tmp_path / "plain")
+    with pytest.raises(ValueError, match="with a weight average"):
+        _run(_cfg(epochs=4), checkpoint_dir=tmp_path / "ema")
+    with pytest.raises(ValueError, match="decay 0.3"):
+        _run(_cfg(epochs=4, ema=0.9), checkpoint_dir=tmp_path / "ema")
+
+
+def test_ema_with_independent_heads_leaves_the_frozen_backbone_out_and_keeps_each_best():
+    cfg = _cfg(epochs=4, ema=0.3, checkpoint="best")
+    model, result = _run(cfg, "independent", tasks=TWO)
+    before = make_model(TWO, seed=SEED)
+    for k, v in model.backbone.state_dict().items():  # frozen: not averaged, not moved
+        assert torch.equal(v, before.backbone.state_dict()[k]), k
+    assert set(result.best_epochs) == {t.name for t in TWO}
+    assert result.other_weights is not None  # the last epoch's average, the best one kept
 
 
 def test_ema_decay_must_lie_below_one():

@@ -113,10 +113,11 @@ def _resume(path: Path, state: LoopState, hooks: Sequence[Hook],
             average: WeightAverage | None = None) -> tuple[int, float, bool]:
     ckpt = load_checkpoint(path, map_location=state.strategy.device)
     state.model.load_state_dict(ckpt["model"])
+    if (average is None) != ("average" not in ckpt):
+        raise ValueError(f"{path} was written {'with' if average is None else 'without'} a "
+                         "weight average (train.ema); resume it with the settings it was "
+                         "started with")
     if average is not None:
-        if "average" not in ckpt:
-            raise ValueError(f"{path} was written without a weight average (train.ema); "
-                             "resume it with the settings it was started with")
         average.load_state_dict(ckpt["average"])
     state.strategy.load_state_dict(ckpt["strategy"])
     for hook in hooks:
