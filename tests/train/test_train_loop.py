@@ -353,16 +353,25 @@ def test_ema_trains_the_same_weights_and_validates_keeps_their_average(tmp_path)
         _run(_cfg(epochs=4, ema=0.9), checkpoint_dir=tmp_path / "ema")
 
 
-def test_ema_with_independent_heads_leaves_the_frozen_backbone_out_and_keeps_each_best():
+def test_ema_with_independent_heads_leaves_the_frozen_backbone_out_and_keeps_each_best(
+        tmp_path):
     cfg = _cfg(epochs=4, ema=0.3, checkpoint="best")
-    model, result = _run(cfg, "independent", tasks=TWO)
+    model, result = _run(cfg, "independent", tasks=TWO, checkpoint_dir=tmp_path)
+    averaged = load_checkpoint(tmp_path / "last.pt")["average"]["shadow"]
+    frozen = {f"backbone.{k}" for k, _ in model.backbone.named_parameters()}
+    assert frozen and not frozen & set(averaged)  # frozen parameters left out (buffers kept)
+    assert any(k.startswith("heads.") for k in averaged)
     before = make_model(TWO, seed=SEED)
-    for k, v in model.backbone.state_dict().items():  # frozen: not averaged, not moved
+    for k, v in model.backbone.state_dict().items():  # and not moved by the swaps
         assert torch.equal(v, before.backbone.state_dict()[k]), k
     assert set(result.best_epochs) == {t.name for t in TWO}
-    assert result.other_weights is not None  # the last epoch's average, the best one kept
+    # each head ends at its own best epoch's average; the last epoch's average is kept apart
+    assert any(not torch.equal(v, result.other_weights[k])
+               for k, v in model.state_dict().items() if k in averaged)
 
 
-def test_ema_decay_must_lie_below_one():
-    with pytest.raises(ConfigError, match="ema"):
-        TrainConfig.from_dict({"train": {"ema": 1.0}})
+def test_ema_decay_must_lie_in_zero_one():
+    assert TrainConfig.from_dict({"ema": 0.99}).ema == 0.99
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match=r"train\.ema: the weight average's decay"):
+            TrainConfig.from_dict({"ema": bad})

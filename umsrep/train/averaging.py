@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -26,8 +27,9 @@ class WeightAverage:
     with the average (twice restores them); ``copy_to(model)`` puts the average in for good.
 
     Parameters frozen when it is built (an independent stage's backbone) are left out: their
-    average is themselves. ``torch.optim.swa_utils.AveragedModel`` is not used: it deep-copies
-    the module and has no warm-up, and the swap for validation would still be needed.
+    average is themselves. Each step is ``torch.optim.swa_utils.get_ema_multi_avg_fn`` at the
+    warmed-up decay; ``AveragedModel`` is not used: it deep-copies the module and has no
+    warm-up, and the swap for validation would still be needed.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
@@ -50,7 +52,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
-        weight = 1.0 - self.current_decay()
+        step = get_ema_multi_avg_fn(self.current_decay())  # torch's EMA step, a foreach lerp
         floats, targets = [], []
         for avg, tensor in self._pairs(model):
             if avg.is_floating_point():
@@ -59,7 +61,7 @@ class WeightAverage:
             else:
                 avg.copy_(tensor)
         if floats:
-            torch._foreach_lerp_(floats, targets, weight)
+            step(floats, targets, None)
 
     @torch.no_grad()
     def swap(self, model: torch.nn.Module) -> None:
