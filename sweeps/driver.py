@@ -38,7 +38,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweeps.tracking import describe, open_tracking
-from sweeps.worker import train_loop_per_worker
+from sweeps.worker import LAST_REPORT, train_loop_per_worker
 from umsrep.config import flatten, to_dict
 from umsrep.experiment import Experiment, ParamSpace
 from umsrep.runner.ensemble import run_ensembles
@@ -106,7 +106,9 @@ class Setup:
     stages: dict[str, dict[str, Any]]  # stage id -> dataclasses.asdict(Stage)
     resources: dict[str, Any]
     hparams: dict[str, dict[str, Any]]  # stage id -> its template's best sweep values
-    fault_injection: dict[str, Any] | None = None  # tests: crash a Train worker once
+    # tests: crash a Train worker once ({"stage", "epoch", "marker"}), or drop one report as Ray
+    # Train can ({"stage", "epoch", "lose_report": true})
+    fault_injection: dict[str, Any] | None = None
 
     def loop_config(self, threads: int | None) -> dict[str, Any]:
         """What ``train_loop_per_worker`` needs for any stage of the run."""
@@ -174,7 +176,31 @@ def sweep_trial(config: dict[str, Any], setup: Setup) -> None:
             "hparams": {**setup.hparams.get(stage["id"], {}),
                         **flatten({k: v for k, v in config.items() if k not in RESERVED})},
             "out_dir": str(Path(setup.run_dir) / "tune" / template / "trials" / trial_id)}
-    make_trainer(setup, loop, f"sweep-{template}-{trial_id}").fit()
+    result = make_trainer(setup, loop, f"sweep-{template}-{trial_id}").fit()
+    report_lost_final(result.metrics, Path(loop["out_dir"]))
+
+
+def report_lost_final(seen: dict[str, Any] | None, out_dir: Path,
+                      report: Any = None) -> bool:
+    """Hand Tune a sweep trial's last epoch when Ray Train lost it; True when it did.
+
+    Ray Train 2.58-2.60 can drop a worker's last ``ray.train.report``: its status poll reads the
+    worker's result queue (empty), the training thread then reports and returns, and the poll
+    finds a finished worker with nothing to send (the TODO in its ``Worker.poll_status``).
+    ``TuneReportCallback`` then never forwards that epoch; a trial whose only epoch it was ends
+    without the searched metric, and Tune fails the whole sweep ("Trial returned a result which
+    did not include the specified metric(s)"). Rank 0 writes each payload to the stage folder's
+    ``LAST_REPORT`` before reporting it; ``seen`` is the Train result's metrics (its last
+    reported checkpoint's, a checkpoint going with every epoch on rank 0). When the two name
+    different epochs, the last one is reported here, from the trial's own thread.
+    """
+    last = read_json(out_dir / LAST_REPORT)
+    if last is None or (seen or {}).get("epoch") == last.get("epoch"):
+        return False
+    log.warning("%s: Ray Train lost the report of epoch %s (it saw %s); reported to Tune here",
+                out_dir.name, last.get("epoch"), (seen or {}).get("epoch"))
+    (report or ray.tune.report)(last)
+    return True
 
 
 def expected_cost(stage: Stage) -> float:

@@ -40,6 +40,7 @@ from umsrep.runner.data import load_run_data
 from umsrep.runner.outputs import stage_done
 from umsrep.runner.plan import Stage
 from umsrep.runner.stage import run_stage
+from umsrep.runner.store import atomic_write_json
 from umsrep.train.hooks import val_score
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belo
 # the stage up: first, after a lost worker or node, after a driver restart) and "epoch" (each
 # reported epoch), with the Ray node and the wall time: which node trained which epochs
 ATTEMPTS = "attempts.jsonl"
+# in a stage folder: rank 0's last payload to ``ray.train.report`` (sweeps/driver.py
+# ``report_lost_final`` hands it to Tune when Ray Train lost it)
+LAST_REPORT = "last_report.json"
 
 
 
@@ -164,8 +168,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
              resume_from: Path | None) -> None:
     """Train one stage; each epoch's metrics (and rank 0's checkpoint) go to Ray Train."""
-
-
     scored = {n: ctx.tasks[n] if n in ctx.tasks else _denoise() for n in stage.tasks}
     fault = config.get("fault_injection") or {}
     node = where_am_i()
@@ -174,7 +176,8 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
                                  "pack": config.get("pack"), **node})
 
     def report(epoch: int, metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-        if fault.get("stage") == stage.id and fault.get("epoch") == epoch:
+        injected = fault.get("stage") == stage.id and fault.get("epoch") == epoch
+        if injected and not fault.get("lose_report"):
             marker = Path(fault["marker"])
             if not marker.exists():  # crash this worker once, as a lost node would
                 marker.write_text(f"killed {stage.id} at epoch {epoch}")
@@ -185,9 +188,13 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
         payload["stage"] = stage.id  # which stage of a pack reported (MLflow runs per stage)
         ckpt = None
+        if rank == 0:
+            atomic_write_json(payload, out_dir / LAST_REPORT)
         if rank == 0 and ckpt_dir is not None:
             (Path(ckpt_dir) / STAGE_MARKER).write_text(stage.id)
             ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir))
+        if injected and fault.get("lose_report"):
+            return  # as Ray Train's worker poll can lose a last report (driver.report_lost_final)
         ray.train.report(payload, checkpoint=ckpt)
 
     hparams = (config.get("hparams") or {}).get(stage.id, {}) if "queue" in config \
