@@ -147,13 +147,47 @@ def make_trainer(setup: Setup, loop_config: dict[str, Any], name: str,
     )
 
 
+def fit_trial(setup: Setup, loop_config: dict[str, Any], name: str, stages: int = 1) -> None:
+    """Fit the trial's TorchTrainer (``make_trainer``); then hand Tune the last report if Ray
+    Train lost it (``report_lost_final``): rank 0 writes each report to
+    ``<run>/ray_train/<name>/last_report.json`` (``loop_config["last_report"]``) as well."""
+    copy = Path(setup.run_dir) / "ray_train" / name / LAST_REPORT
+    result = make_trainer(setup, {**loop_config, "last_report": str(copy)}, name, stages).fit()
+    report_lost_final(result.metrics, copy)
+
+
+def report_lost_final(seen: dict[str, Any] | None, copy: Path, report: Any = None) -> bool:
+    """Hand Tune a trial's last report when Ray Train lost it; True when it did.
+
+    Ray Train 2.58-2.60 can drop a worker's last ``ray.train.report``: its status poll reads the
+    worker's result queue (empty), the training thread then reports and returns, and the poll
+    finds a finished worker with nothing to send (the TODO in its ``Worker.poll_status``).
+    ``TuneReportCallback`` never forwards that epoch: a sweep trial whose only epoch it was ends
+    without the searched metric, and Tune stops the whole sweep ("Trial returned a result which
+    did not include the specified metric(s)"); a stage's last epoch goes missing from the
+    tracking callbacks. ``copy``: rank 0's last payload, written before it was reported;
+    ``seen``: the Train result's metrics (its last reported checkpoint's, a checkpoint going
+    with every epoch on rank 0). When the two name another stage or epoch, the copy is reported
+    to Tune here, from the trial's own thread.
+    """
+    last = read_json(copy)
+    seen = seen or {}
+    if last is None or all(seen.get(k) == last.get(k) for k in ("stage", "epoch")):
+        return False
+    log.warning("%s: Ray Train lost the report of epoch %s (its result ends at %s %s); "
+                "reported to Tune here", last.get("stage"), last.get("epoch"),
+                seen.get("stage"), seen.get("epoch"))
+    (report or ray.tune.report)(last)
+    return True
+
+
 def stage_trial(config: dict[str, Any], setup: Setup) -> None:
     """Tune function of a wave without packing: one stage (``stage_id``), one TorchTrainer."""
     stage = setup.stages[config["stage_id"]]
     loop = {**setup.loop_config(config.get("threads")), "stage": stage,
             "hparams": setup.hparams.get(stage["id"], {}),
             "out_dir": str(Path(setup.run_dir) / "stages" / stage["id"])}
-    make_trainer(setup, loop, stage["id"]).fit()
+    fit_trial(setup, loop, stage["id"])
 
 
 def pack_trial(config: dict[str, Any], setup: Setup) -> None:
@@ -161,8 +195,8 @@ def pack_trial(config: dict[str, Any], setup: Setup) -> None:
     ``StageQueue`` (``queue``) until it is empty."""
     loop = {**setup.loop_config(config.get("threads")), "queue": config["queue"],
             "pack": config["pack"], "stages": setup.stages, "hparams": setup.hparams}
-    make_trainer(setup, loop, f"wave{config['wave']}-pack{config['pack']}",
-                 stages=int(config["pack_size"])).fit()
+    fit_trial(setup, loop, f"wave{config['wave']}-pack{config['pack']}",
+              stages=int(config["pack_size"]))
 
 
 def sweep_trial(config: dict[str, Any], setup: Setup) -> None:
@@ -176,31 +210,7 @@ def sweep_trial(config: dict[str, Any], setup: Setup) -> None:
             "hparams": {**setup.hparams.get(stage["id"], {}),
                         **flatten({k: v for k, v in config.items() if k not in RESERVED})},
             "out_dir": str(Path(setup.run_dir) / "tune" / template / "trials" / trial_id)}
-    result = make_trainer(setup, loop, f"sweep-{template}-{trial_id}").fit()
-    report_lost_final(result.metrics, Path(loop["out_dir"]))
-
-
-def report_lost_final(seen: dict[str, Any] | None, out_dir: Path,
-                      report: Any = None) -> bool:
-    """Hand Tune a sweep trial's last epoch when Ray Train lost it; True when it did.
-
-    Ray Train 2.58-2.60 can drop a worker's last ``ray.train.report``: its status poll reads the
-    worker's result queue (empty), the training thread then reports and returns, and the poll
-    finds a finished worker with nothing to send (the TODO in its ``Worker.poll_status``).
-    ``TuneReportCallback`` then never forwards that epoch; a trial whose only epoch it was ends
-    without the searched metric, and Tune fails the whole sweep ("Trial returned a result which
-    did not include the specified metric(s)"). Rank 0 writes each payload to the stage folder's
-    ``LAST_REPORT`` before reporting it; ``seen`` is the Train result's metrics (its last
-    reported checkpoint's, a checkpoint going with every epoch on rank 0). When the two name
-    different epochs, the last one is reported here, from the trial's own thread.
-    """
-    last = read_json(out_dir / LAST_REPORT)
-    if last is None or (seen or {}).get("epoch") == last.get("epoch"):
-        return False
-    log.warning("%s: Ray Train lost the report of epoch %s (it saw %s); reported to Tune here",
-                out_dir.name, last.get("epoch"), (seen or {}).get("epoch"))
-    (report or ray.tune.report)(last)
-    return True
+    fit_trial(setup, loop, f"sweep-{template}-{trial_id}")
 
 
 def expected_cost(stage: Stage) -> float:

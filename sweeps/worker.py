@@ -50,8 +50,8 @@ STAGE_MARKER = "umsrep_stage.txt"  # in a reported checkpoint: the stage it belo
 # the stage up: first, after a lost worker or node, after a driver restart) and "epoch" (each
 # reported epoch), with the Ray node and the wall time: which node trained which epochs
 ATTEMPTS = "attempts.jsonl"
-# in a stage folder: rank 0's last payload to ``ray.train.report`` (sweeps/driver.py
-# ``report_lost_final`` hands it to Tune when Ray Train lost it)
+# beside a Train run's checkpoints (``config["last_report"]``): rank 0's last payload to
+# ``ray.train.report`` (sweeps/driver.py ``report_lost_final`` hands it to Tune if Train lost it)
 LAST_REPORT = "last_report.json"
 
 
@@ -188,8 +188,8 @@ def _run_one(ctx, stage, config: dict[str, Any], rank: int, out_dir: Path,
         payload |= {"epoch": epoch + 1, "val_score": val_score(payload, scored)}
         payload["stage"] = stage.id  # which stage of a pack reported (MLflow runs per stage)
         ckpt = None
-        if rank == 0:
-            atomic_write_json(payload, out_dir / LAST_REPORT)
+        if rank == 0 and config.get("last_report"):
+            atomic_write_json(payload, Path(config["last_report"]))
         if rank == 0 and ckpt_dir is not None:
             (Path(ckpt_dir) / STAGE_MARKER).write_text(stage.id)
             ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir))

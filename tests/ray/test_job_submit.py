@@ -59,12 +59,14 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
         assert named, job.stdout[-3000:]
         run_dir = Path(named[-1])
         assert run_dir.parent == out and (run_dir / "stages.parquet").exists()
-        # each sweep trial's folder keeps its last report (what Tune gets should Ray Train
-        # lose it: sweeps.driver.report_lost_final): the stage's last epoch, with the metric
+        # each Train run keeps its last report beside its checkpoints (what Tune gets should Ray
+        # Train lose it: sweeps.driver.report_lost_final): a sweep trial's is its stage's last
+        # epoch, with the searched metric
         trials = sorted((run_dir / "tune").glob("*/trials/*"))
         assert len(trials) == smoke_config["search"]["num_samples"]
         for trial in trials:
-            last = json.loads((trial / "last_report.json").read_text())
+            last = json.loads(next((run_dir / "ray_train").glob(
+                f"sweep-*-{trial.name}/last_report.json")).read_text())
             epochs = json.loads((trial / "result.json").read_text())["epochs"]
             assert last["epoch"] == epochs and "val_score" in last
         assert "succeeded" in job.stdout.lower()

@@ -30,11 +30,18 @@ def test_a_sweep_survives_a_lost_only_report(ray_session, smoke_config, tmp_path
 
     best = json.loads((run_dir / "tune" / "joint" / "best.json").read_text())
     (trial,) = (run_dir / "tune" / "joint" / "trials").iterdir()
-    last = json.loads((trial / "last_report.json").read_text())
-    # Tune got the trial's metric from the stage folder, the value the worker computed
+    last = json.loads((run_dir / "ray_train" / f"sweep-joint-{trial.name}" /
+                       "last_report.json").read_text())
+    assert last["stage"] == "f0-joint" and last["epoch"] == 1
+    # Tune got the trial's metric from the copy, the value the worker computed
     assert best["value"] == pytest.approx(last["val_score"])
     trials = pd.read_parquet(run_dir / "tune" / "joint" / "trials.parquet")
     assert len(trials) == 1 and trials["val_score"].iloc[0] == pytest.approx(last["val_score"])
-    # the stage that lost its report to Ray Train finished as any other
+    # the stage itself lost its report too: it finished as any other, and its wave's Tune trial
+    # still recorded the epoch (what the tracking callbacks log)
     result = json.loads((run_dir / "stages" / "f0-joint" / "result.json").read_text())
     assert result["status"] == "done" and result["epochs"] == 1
+    (logged,) = (run_dir / "ray_tune").glob("wave*/*/result.json")
+    rows = [json.loads(line) for line in logged.read_text().splitlines() if line.strip()]
+    assert [(r.get("stage"), r.get("epoch")) for r in rows if "val_score" in r] == \
+        [("f0-joint", 1)]

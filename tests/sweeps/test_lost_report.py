@@ -1,4 +1,4 @@
-"""A sweep trial whose last epoch Ray Train lost still gives Tune its metric
+"""A trial whose last report Ray Train lost still gives it to Tune
 (``sweeps.driver.report_lost_final``; the race is in Ray Train's worker poll)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ LAST = {"epoch": 3, "val_score": 0.71, "val/loss": 0.52, "stage": "f0-joint"}
 
 
 def _calls(seen, tmp_path, payload=LAST):
+    copy = tmp_path / "ray_train" / "sweep-joint-abc" / LAST_REPORT
     if payload is not None:
-        atomic_write_json(payload, tmp_path / LAST_REPORT)
+        atomic_write_json(payload, copy)
     sent: list[dict] = []
-    lost = report_lost_final(seen, tmp_path, report=sent.append)
+    lost = report_lost_final(seen, copy, report=sent.append)
     return lost, sent
 
 
@@ -35,6 +36,12 @@ def test_a_lost_last_epoch_after_earlier_ones_is_reported(tmp_path):
     assert lost and sent == [LAST]
 
 
-def test_a_stage_that_never_reported_sends_nothing(tmp_path):
+def test_a_pack_that_lost_its_last_stage_s_report_sends_it(tmp_path):
+    # a packed Train run: its result ends at another stage's report (the same epoch number)
+    lost, sent = _calls({**LAST, "stage": "f1-joint"}, tmp_path)
+    assert lost and sent == [LAST]
+
+
+def test_a_trial_that_never_reported_sends_nothing(tmp_path):
     lost, sent = _calls(None, tmp_path, payload=None)
     assert not lost and sent == []
