@@ -16,6 +16,7 @@ every fold's heads or separate models.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -130,21 +131,24 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
 
 
 HEAD_COST_COLUMNS = ["run", "strategy", "task", "head_minutes", "model_minutes", "ratio",
-                     "head_params", "model_params", "split"]
+                     "head_params", "model_params", "split", "split_by"]
 
 
 def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
     """What one more head costs, task by task: each strategy's head for the task against the
     task's own separate model (issue 10's "one more head <= 0.15x of a separate model").
 
-    Minutes per fold (means over folds); a head stage that trains several tasks (joint,
-    alternating, a one-stage independent run) is split evenly over them, as in
-    ``cost_summary``. ``ratio`` = head / model minutes; NaN without a separate model for the
-    task. ``split``: the minutes hold such an even share (a share of one network's training,
-    not what adding the head costs; ``bench/marginal_head.py`` measures that per step).
-    Columns ``HEAD_COST_COLUMNS``.
+    Minutes per fold (means over folds). A head stage that trains several tasks (joint,
+    alternating, a one-stage independent run) is shared out over them: by the seconds of the
+    training steps that trained each task (``task_seconds``; ``split_by`` "step time": an
+    alternating stage's turns as timed, a joint step's time shared evenly), or evenly for a
+    stage written without them (``split_by`` "even"). Its parameters are shared evenly.
+    ``ratio`` = head / model minutes; NaN without a separate model for the task. ``split``:
+    the minutes hold such a share (a share of one network's training, not what adding the head
+    costs; ``bench/marginal_head.py`` measures that per step). Columns ``HEAD_COST_COLUMNS``.
     """
     costs = stage_costs(stages)
+    done = stages[stages["status"] == "done"]
     rows = []
     for run, c in costs.groupby("run", sort=False):
         models = c[(c["kind"] == "baseline") & ~c["task"].isin(["", "denoise"])]
@@ -153,11 +157,14 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
         tasks = sorted(set(model_of) | {str(t) for t in heads["task"] if t}) or [""]
         for strategy, h in heads.groupby("strategy", sort=False):
             shared = h[h["task"] == ""]
+            share, split_by = _task_shares(
+                done[(done["run"] == run) & (done["kind"] == "head")
+                     & (done["strategy"] == strategy) & (done["task"] == "")], tasks)
             for task in tasks:
                 own = h[h["task"] == task] if task else h.iloc[:0]  # "": the shared rows
                 if not len(own) and not len(shared):
                     continue
-                minutes = own["minutes"].sum() + shared["minutes"].sum() / len(tasks)
+                minutes = own["minutes"].sum() + share.get(task, 0.0)
                 params = own["trainable_params"].sum() + shared["trainable_params"].sum() \
                     / len(tasks)
                 model = model_of.get(task)
@@ -167,9 +174,37 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
                     "ratio": minutes / model.minutes if model and model.minutes else np.nan,
                     "head_params": int(params),
                     "model_params": model.trainable_params if model else np.nan,
-                    "split": bool(len(shared)),
+                    "split": bool(len(shared)), "split_by": split_by,
                 })
     return pd.DataFrame(rows, columns=HEAD_COST_COLUMNS)
+
+
+def _task_shares(shared: pd.DataFrame, tasks: list[str]) -> tuple[dict[str, float], str]:
+    """Each task's minutes per fold (mean over folds) of the multi-task stages ``shared``, and
+    how they were shared out: "step time" when every stage kept its steps' seconds per task,
+    "even" otherwise, "" without such stages."""
+    if not len(shared):
+        return {}, ""
+    column = shared["task_seconds"] if "task_seconds" in shared else [""] * len(shared)
+    seconds = [_parse_task_seconds(v) for v in column]
+    timed = all(sum(s.values()) > 0 for s in seconds)
+    per_fold: dict[int, dict[str, float]] = {}
+    for fold, wall_s, s in zip(shared["fold"], shared["wall_s"], seconds, strict=True):
+        total = sum(s.values())
+        fold_share = per_fold.setdefault(int(fold), {})
+        for task in tasks:
+            part = s.get(task, 0.0) / total if timed else 1.0 / len(tasks)
+            fold_share[task] = fold_share.get(task, 0.0) + wall_s / 60.0 * part
+    n = len(per_fold)
+    return ({task: sum(f.get(task, 0.0) for f in per_fold.values()) / n for task in tasks},
+            "step time" if timed else "even")
+
+
+def _parse_task_seconds(value) -> dict[str, float]:
+    """``stages.parquet``'s ``task_seconds`` (JSON; "" or missing: none)."""
+    if not isinstance(value, str) or not value:
+        return {}
+    return {str(k): float(v) for k, v in json.loads(value).items()}
 
 
 def _trained_once(rows: pd.DataFrame) -> float:

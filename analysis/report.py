@@ -49,7 +49,8 @@ TABLE_CAPTIONS = {
     "every fold), % reduction, marginal cost of one more task, and the whole run (run_*: each "
     "stored backbone once)",
     "head_costs": "One more head, task by task: minutes per fold of each strategy's head for "
-    "the task (a stage training several tasks split evenly) against the task's separate model",
+    "the task against the task's separate model (a stage training several tasks shared out "
+    "by the seconds of each task's training steps, split_by \"step time\", or evenly)",
     "time_to_quality": "Time to the baseline's quality: minutes until a strategy's validation "
     "metric first reaches the converged baseline's best (shared backbone / the baseline's "
     "denoiser included), mean over the folds that reached it",
@@ -229,8 +230,10 @@ def _overview(t: dict[str, pd.DataFrame]) -> str:
             ["run", "strategy"], sort=False):
         each = "; ".join(f"{html.escape(r.task)} {r.head_minutes:.2f} vs {r.model_minutes:.2f} "
                          f"min (<b>{r.ratio:.2f}x</b>)" for r in h.itertuples(index=False))
-        split = (" (one stage trains every task: its time split evenly, not what one more "
-                 "head adds)" if h["split"].any() else "")
+        by = set(h.loc[h["split"], "split_by"])
+        split = ("" if not by else " (one stage trains every task: its time shared out "
+                 + ("evenly" if by == {"even"} else "by each task's training steps")
+                 + ", not what one more head adds)")
         parts.append(f"<li>One more head [{html.escape(run)}], {html.escape(strategy)}, against "
                      f"the task's separate model: {each}{split}</li>")
     for r in t["time_to_quality"].to_dict("records"):

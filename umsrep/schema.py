@@ -62,6 +62,9 @@ STAGES_COLUMNS: dict[str, str] = {
     "epochs": "int64",
     "trainable_params": "int64",
     "checkpoint": "string",
+    # JSON {task: seconds of the training steps that trained it} (result.json "task_seconds");
+    # "" in run folders written before it
+    "task_seconds": "string",
 }
 
 METRICS_COLUMNS: dict[str, str] = {

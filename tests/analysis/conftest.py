@@ -53,6 +53,7 @@ def _stages(n_folds: int, rng: np.random.Generator, strategies: tuple[str, ...])
                 "epochs": 20,
                 "trainable_params": params,
                 "checkpoint": f"ckpt/{fold}/{kind}-{strategy}-{task}",
+                "task_seconds": "",  # written before step times were kept: an even split
             }
         )
 

@@ -165,6 +165,32 @@ def test_head_costs_put_each_tasks_head_beside_its_own_separate_model():
     assert got["joint", "lung"].split and not got["independent", "lung"].split
 
 
+def test_head_costs_share_an_alternating_stage_by_its_tasks_step_time():
+    """An alternating stage that spent 3 of every 4 step-seconds on lung turns: lung gets 3/4
+    of its minutes, per fold, then the mean over folds; an older stage (no step times) splits
+    evenly, and says so."""
+    rows = TABLE4 + [("head", "alternating", "", 12.0, 900_000)]
+    stages = _stages(rows, folds=(0, 1))
+    alt = stages["strategy"] == "alternating"
+    stages["task_seconds"] = ""
+    stages.loc[alt & (stages["fold"] == 0), "task_seconds"] = \
+        '{"abnormality": 100.0, "lung": 300.0}'
+    stages.loc[alt & (stages["fold"] == 1), "task_seconds"] = \
+        '{"abnormality": 200.0, "lung": 200.0}'
+    got = {(r.strategy, r.task): r for r in head_costs(stages).itertuples(index=False)}
+    lung, tb = got["alternating", "lung"], got["alternating", "abnormality"]
+    assert lung.head_minutes == pytest.approx((9.0 + 6.0) / 2)
+    assert tb.head_minutes == pytest.approx((3.0 + 6.0) / 2)
+    assert tb.ratio == pytest.approx(4.5 / 9.25)
+    assert lung.split and lung.split_by == "step time" and tb.head_params == 450_000
+    assert got["independent", "lung"].split_by == ""
+    # one fold written before step times were kept: the stage is split evenly
+    stages.loc[alt & (stages["fold"] == 1), "task_seconds"] = ""
+    got = {(r.strategy, r.task): r for r in head_costs(stages).itertuples(index=False)}
+    assert got["alternating", "lung"].head_minutes == pytest.approx(6.0)
+    assert got["alternating", "lung"].split_by == "even"
+
+
 def test_head_costs_without_a_baseline_have_no_ratio():
     rows = [r for r in TABLE4 if r[0] != "baseline"]
     costs = head_costs(_stages(rows))

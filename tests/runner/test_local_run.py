@@ -34,6 +34,11 @@ def test_run_folder_is_complete(local_run):
     assert set(stages["strategy"]) == {"", "independent", "alternating", "joint", "baseline"}
     assert (stages["status"] == "done").all()
     assert (stages["trainable_params"] > 0).all()
+    # every trained stage's step seconds per task it trained (a stored backbone: its denoising)
+    seconds = {(r.strategy, r.task): json.loads(r.task_seconds) for r in stages.itertuples()}
+    assert set(seconds["alternating", ""]) == {"lung", "abnormal"}
+    assert all(v > 0 for v in seconds["alternating", ""].values())
+    assert set(seconds["independent", "lung"]) == {"lung"}
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     assert list(metrics.columns) == list(METRICS_COLUMNS)
     test = metrics[metrics.split == "test"]

@@ -375,3 +375,43 @@ def test_ema_decay_must_lie_in_zero_one():
     for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match=r"train\.ema: the weight average's decay"):
             TrainConfig.from_dict({"ema": bad})
+
+
+def test_run_epoch_times_each_tasks_steps():
+    """An alternating turn's seconds go to its task; a step that trains both (joint) is shared
+    evenly; the sums reach ``result.json`` as ``task_seconds``."""
+    import time
+
+    from umsrep.runner.outputs import task_seconds
+    from umsrep.train.loop import run_epoch
+
+    cost = {"lung": 0.06, "tb": 0.02}
+
+    class Timed:
+        def train_mode(self):
+            pass
+
+        def schedule(self, loaders):
+            batch = {"image": torch.zeros(2, 1, 4, 4)}
+            yield {"lung": batch}
+            yield {"tb": batch}
+            yield {"lung": batch, "tb": batch}  # one step training both
+
+        def step(self, batches):
+            time.sleep(sum(cost[t] for t in batches))
+            return {f"loss/{t}": 1.0 for t in batches}
+
+    out = run_epoch(Timed(), {})
+    lung, tb = out["train/task_s/lung"], out["train/task_s/tb"]
+    # lung: its own turn (0.06) + half of the shared step (0.04); tb: 0.02 + 0.04
+    assert lung >= 0.10 and tb >= 0.06 and lung - tb == pytest.approx(0.04, abs=0.015)
+    assert lung + tb <= out["train/epoch_s"]
+    assert task_seconds([out, out]) == {"lung": 2 * lung, "tb": 2 * tb}
+
+
+def test_fit_history_keeps_task_seconds_of_the_tasks_it_trained():
+    _, result = _run(_cfg(), strategy="alternating")
+    names = {t.name for t in TWO}
+    for h in result.history:
+        timed = {k[len("train/task_s/"):] for k in h if k.startswith("train/task_s/")}
+        assert timed == names and all(h[f"train/task_s/{n}"] > 0 for n in names)

@@ -27,8 +27,21 @@ def stage_result(stage: Stage, fit_result, params: int, checkpoint: str,
             "history_epochs": [int(h.get("epoch", -1)) for h in fit_result.history],
             "epoch_s": [float(h.get("train/epoch_s", float("nan"))) for h in fit_result.history],
             "train_images": int(sum(h.get("train/images", 0) for h in fit_result.history)),
+            "task_seconds": task_seconds(fit_result.history),
             "curve": validation_curve(fit_result.history),
             **extra}
+
+
+def task_seconds(history: list[dict[str, float]]) -> dict[str, float]:
+    """Seconds of training steps per task over the stage's epochs (``train/task_s/<task>``
+    of ``umsrep.train.loop.run_epoch``)."""
+    out: dict[str, float] = {}
+    for h in history:
+        for key, value in h.items():
+            if key.startswith("train/task_s/"):
+                task = key[len("train/task_s/"):]
+                out[task] = out.get(task, 0.0) + float(value)
+    return out
 
 
 def validation_curve(history: list[dict[str, float]]) -> list[dict[str, float]]:

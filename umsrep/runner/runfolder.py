@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 
@@ -134,7 +135,9 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
                        "wall_s": float(result.get("wall_s", 0.0)),
                        "epochs": int(result.get("epochs", 0)),
                        "trainable_params": int(result.get("trainable_params", 0)),
-                       "checkpoint": str(result.get("checkpoint", ""))})
+                       "checkpoint": str(result.get("checkpoint", "")),
+                       "task_seconds": json.dumps(result.get("task_seconds") or {},
+                                                  sort_keys=True)})
         curves += [{"fold": stage.fold, "kind": stage.kind, "strategy": stage.strategy,
                     "task": stage.task_label, "epoch": int(point["epoch"]),
                     "elapsed_s": float(point["elapsed_s"]), "metric": key[len("val/"):],

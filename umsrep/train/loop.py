@@ -85,19 +85,30 @@ def run_epoch(
     after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps.
-    ``after_step`` is called after each step (the weight average's update)."""
+    ``after_step`` is called after each step (the weight average's update).
+
+    ``train/task_s/<task>``: the seconds of the steps that trained the task (a step that
+    trains several, as joint's, shared evenly): what each task's turns cost an alternating
+    stage (``analysis/cost.py head_costs`` splits a multi-task stage's time by them). Timed on
+    the host: on a GPU a step's time lands where the host next waits for the device, so the
+    shares are approximate there."""
     strategy.train_mode()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
+    task_s: dict[str, float] = defaultdict(float)
     images, steps, start = 0, 0, time.perf_counter()
     for batches in strategy.schedule(loaders):
         if max_steps is not None and steps >= max_steps:
             break
+        t0 = time.perf_counter()
         for key, value in strategy.step(batches).items():
             sums[key] += value
             counts[key] += 1
         if after_step is not None:
             after_step()
+        dt = (time.perf_counter() - t0) / max(1, len(batches))
+        for task in batches:
+            task_s[task] += dt
         images += sum(len(b["image"]) for b in {id(b): b for b in batches.values()}.values())
         steps += 1
     out = {f"train/{k}": sums[k] / counts[k] for k in sums}
@@ -106,6 +117,7 @@ def run_epoch(
     out["train/steps"] = float(steps)
     out["train/images"] = float(images)
     out["train/epoch_s"] = time.perf_counter() - start
+    out |= {f"train/task_s/{task}": sec for task, sec in task_s.items()}
     return out
 
 
