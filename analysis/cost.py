@@ -154,12 +154,13 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
         models = c[(c["kind"] == "baseline") & ~c["task"].isin(["", "denoise"])]
         model_of = {str(r.task): r for r in models.itertuples(index=False)}
         heads = c[c["kind"] == "head"]
-        tasks = sorted(set(model_of) | {str(t) for t in heads["task"] if t}) or [""]
+        multi = done[(done["run"] == run) & (done["kind"] == "head") & (done["task"] == "")]
+        timed = {t for v in (multi["task_seconds"] if "task_seconds" in multi else [])
+                 for t in _parse_task_seconds(v)}  # what the multi-task stages trained
+        tasks = sorted(set(model_of) | {str(t) for t in heads["task"] if t} | timed) or [""]
         for strategy, h in heads.groupby("strategy", sort=False):
             shared = h[h["task"] == ""]
-            share, split_by = _task_shares(
-                done[(done["run"] == run) & (done["kind"] == "head")
-                     & (done["strategy"] == strategy) & (done["task"] == "")], tasks)
+            share, split_by = _task_shares(multi[multi["strategy"] == strategy], tasks)
             for task in tasks:
                 own = h[h["task"] == task] if task else h.iloc[:0]  # "": the shared rows
                 if not len(own) and not len(shared):
@@ -182,7 +183,8 @@ def head_costs(stages: pd.DataFrame) -> pd.DataFrame:
 def _task_shares(shared: pd.DataFrame, tasks: list[str]) -> tuple[dict[str, float], str]:
     """Each task's minutes per fold (mean over folds) of the multi-task stages ``shared``, and
     how they were shared out: "step time" when every stage kept its steps' seconds per task,
-    "even" otherwise, "" without such stages."""
+    "even" otherwise, "" without such stages. ``tasks`` holds every task the stages timed, so
+    the shares add up to the stages' minutes."""
     if not len(shared):
         return {}, ""
     column = shared["task_seconds"] if "task_seconds" in shared else [""] * len(shared)

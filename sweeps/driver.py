@@ -152,6 +152,9 @@ def fit_trial(setup: Setup, loop_config: dict[str, Any], name: str, stages: int 
     Train lost it (``report_lost_final``): rank 0 writes each report to
     ``<run>/ray_train/<name>/last_report.json`` (``loop_config["last_report"]``) as well."""
     copy = Path(setup.run_dir) / "ray_train" / name / LAST_REPORT
+    # a Train run name comes back after a driver restart or --resume: an earlier attempt's copy
+    # must not stand for this one's reports
+    copy.unlink(missing_ok=True)
     result = make_trainer(setup, {**loop_config, "last_report": str(copy)}, name, stages).fit()
     report_lost_final(result.metrics, copy)
 
@@ -159,16 +162,19 @@ def fit_trial(setup: Setup, loop_config: dict[str, Any], name: str, stages: int 
 def report_lost_final(seen: dict[str, Any] | None, copy: Path, report: Any = None) -> bool:
     """Hand Tune a trial's last report when Ray Train lost it; True when it did.
 
-    Ray Train 2.58-2.60 can drop a worker's last ``ray.train.report``: its status poll reads the
+    Ray Train 2.60 (the version pinned; read in its source) can drop a worker's last
+    ``ray.train.report``: its status poll reads the
     worker's result queue (empty), the training thread then reports and returns, and the poll
     finds a finished worker with nothing to send (the TODO in its ``Worker.poll_status``).
     ``TuneReportCallback`` never forwards that epoch: a sweep trial whose only epoch it was ends
     without the searched metric, and Tune stops the whole sweep ("Trial returned a result which
     did not include the specified metric(s)"); a stage's last epoch goes missing from the
     tracking callbacks. ``copy``: rank 0's last payload, written before it was reported;
-    ``seen``: the Train result's metrics (its last reported checkpoint's, a checkpoint going
-    with every epoch on rank 0). When the two name another stage or epoch, the copy is reported
-    to Tune here, from the trial's own thread.
+    ``seen``: the Train result's metrics (its last reported checkpoint's; rank 0 reports the
+    validated epochs and the last, each with a checkpoint). When the two name another stage or epoch, the
+    copy is reported to Tune here, from the trial's own thread. (Should the epoch before it
+    still wait in ``TuneReportCallback``'s one-item queue, Tune could see the two out of order:
+    a whole epoch separates them, and only the last one matters to a search.)
     """
     last = read_json(copy)
     seen = seen or {}

@@ -13,7 +13,9 @@ A run folder holds (all tables Parquet, written atomically: temp file then ``os.
     "alternating", "joint", ..., "baseline" for baseline stages, "" for the backbone),
     task (str: task name; "denoise" for a denoiser, "" for a multi-task stage), status
     ("done" | "failed"), wall_s (float, seconds of training), epochs (int), trainable_params
-    (int), checkpoint (str: folder that ``umsrep predict`` takes, may be "").
+    (int), checkpoint (str: folder that ``umsrep predict`` takes, may be ""), task_seconds
+    (str: JSON {task: seconds of the training steps that trained it}; "" or "{}" in folders
+    written before it; ``analysis/cost.py head_costs`` shares a multi-task stage out by it).
 ``metrics.parquet`` (long format, one row per value)
     fold (int; -1 for the fold ensemble: the mean of the k fold models' probabilities on the
     external test splits, ``umsrep/runner/ensemble.py``; never part of a fold statistic),
@@ -63,7 +65,7 @@ STAGES_COLUMNS: dict[str, str] = {
     "trainable_params": "int64",
     "checkpoint": "string",
     # JSON {task: seconds of the training steps that trained it} (result.json "task_seconds");
-    # "" in run folders written before it
+    # "" or "{}" in run folders written before it
     "task_seconds": "string",
 }
 

@@ -191,6 +191,17 @@ def test_head_costs_share_an_alternating_stage_by_its_tasks_step_time():
     assert got["alternating", "lung"].split_by == "even"
 
 
+def test_head_costs_of_a_timed_shared_stage_alone_name_its_tasks_and_add_up():
+    """No separate model and no per-task head name the tasks: the stage's step times do, and
+    the shares add up to its minutes."""
+    stages = _stages([("head", "joint", "", 12.0, 900_000)])
+    stages["task_seconds"] = '{"lung": 100.0, "tb": 300.0}'
+    costs = head_costs(stages).set_index("task")
+    assert costs["head_minutes"].to_dict() == {"lung": pytest.approx(3.0),
+                                               "tb": pytest.approx(9.0)}
+    assert (costs["split_by"] == "step time").all()
+
+
 def test_head_costs_without_a_baseline_have_no_ratio():
     rows = [r for r in TABLE4 if r[0] != "baseline"]
     costs = head_costs(_stages(rows))

@@ -81,6 +81,9 @@ def test_overview_answers_which_strategy_wins(report):
     overview = html[html.index('id="overview"') : html.index('id="metrics"')]
     assert "best is <b>independent</b>" in overview
     assert "significant" in overview and "% less time" in overview
+    # the fixture's joint / alternating stages kept no step times: their head costs say how
+    # they were split
+    assert "its time shared out evenly, not what one more head adds" in overview
 
 
 def test_cli_writes_report_and_tables(run_dir, tmp_path, capsys):

@@ -87,8 +87,8 @@ def run_epoch(
     """One pass of ``strategy.schedule``; returns ``train/<key>`` means over the steps.
     ``after_step`` is called after each step (the weight average's update).
 
-    ``train/task_s/<task>``: the seconds of the steps that trained the task (a step that
-    trains several, as joint's, shared evenly): what each task's turns cost an alternating
+    ``train/task_s/<task>``: the seconds of the steps that trained the task, loading their
+    batches included (a step that trains several, as joint's, shared evenly): what each task's turns cost an alternating
     stage (``analysis/cost.py head_costs`` splits a multi-task stage's time by them). Timed on
     the host: on a GPU a step's time lands where the host next waits for the device, so the
     shares are approximate there."""
@@ -97,18 +97,19 @@ def run_epoch(
     counts: dict[str, int] = defaultdict(int)
     task_s: dict[str, float] = defaultdict(float)
     images, steps, start = 0, 0, time.perf_counter()
+    mark = start
     for batches in strategy.schedule(loaders):
         if max_steps is not None and steps >= max_steps:
             break
-        t0 = time.perf_counter()
         for key, value in strategy.step(batches).items():
             sums[key] += value
             counts[key] += 1
         if after_step is not None:
             after_step()
-        dt = (time.perf_counter() - t0) / max(1, len(batches))
+        now = time.perf_counter()  # since the last step: loading this step's batches included
         for task in batches:
-            task_s[task] += dt
+            task_s[task] += (now - mark) / max(1, len(batches))
+        mark = now
         images += sum(len(b["image"]) for b in {id(b): b for b in batches.values()}.values())
         steps += 1
     out = {f"train/{k}": sums[k] / counts[k] for k in sums}
