@@ -206,7 +206,12 @@ def _parse_task_seconds(value) -> dict[str, float]:
     """``stages.parquet``'s ``task_seconds`` (JSON; "" or missing: none)."""
     if not isinstance(value, str) or not value:
         return {}
-    return {str(k): float(v) for k, v in json.loads(value).items()}
+    try:
+        parsed = json.loads(value)
+        return {str(k): float(v) for k, v in parsed.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"stages.parquet task_seconds {value!r}: expected a JSON object of "
+                         "task -> seconds (umsrep/schema.py)") from exc
 
 
 def _trained_once(rows: pd.DataFrame) -> float:

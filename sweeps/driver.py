@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +160,23 @@ def fit_trial(setup: Setup, loop_config: dict[str, Any], name: str, stages: int 
     report_lost_final(result.metrics, copy)
 
 
-def report_lost_final(seen: dict[str, Any] | None, copy: Path, report: Any = None) -> bool:
+def report_lost_final(seen: dict[str, Any] | None, copy: Path,
+                      report: Callable[[dict[str, Any]], None] | None = None) -> bool:
     """Hand Tune a trial's last report when Ray Train lost it; True when it did.
 
     Ray Train 2.60 (the version pinned; read in its source) can drop a worker's last
-    ``ray.train.report``: its status poll reads the
-    worker's result queue (empty), the training thread then reports and returns, and the poll
-    finds a finished worker with nothing to send (the TODO in its ``Worker.poll_status``).
+    ``ray.train.report``: its status poll reads the worker's result queue (empty), the training
+    thread then reports and returns, and the poll finds a finished worker with nothing to send
+    (Ray's ``Worker.poll_status`` notes the missing two-phase commit).
     ``TuneReportCallback`` never forwards that epoch: a sweep trial whose only epoch it was ends
     without the searched metric, and Tune stops the whole sweep ("Trial returned a result which
     did not include the specified metric(s)"); a stage's last epoch goes missing from the
     tracking callbacks. ``copy``: rank 0's last payload, written before it was reported;
     ``seen``: the Train result's metrics (its last reported checkpoint's; rank 0 reports the
-    validated epochs and the last, each with a checkpoint). When the two name another stage or epoch, the
-    copy is reported to Tune here, from the trial's own thread. (Should the epoch before it
-    still wait in ``TuneReportCallback``'s one-item queue, Tune could see the two out of order:
-    a whole epoch separates them, and only the last one matters to a search.)
+    validated epochs and the last, each with a checkpoint). When the two name another stage or
+    epoch, the copy is reported to Tune here, from the trial's own thread. (Should the epoch
+    before it still wait in ``TuneReportCallback``'s one-item queue, Tune could see the two out
+    of order: a whole epoch separates them, and only the last one matters to a search.)
     """
     last = read_json(copy)
     seen = seen or {}

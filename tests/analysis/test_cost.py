@@ -202,6 +202,14 @@ def test_head_costs_of_a_timed_shared_stage_alone_name_its_tasks_and_add_up():
     assert (costs["split_by"] == "step time").all()
 
 
+@pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '{"lung": "fast"}'])
+def test_head_costs_name_a_malformed_task_seconds(bad):
+    stages = _stages([("head", "joint", "", 12.0, 900_000)])
+    stages["task_seconds"] = bad
+    with pytest.raises(ValueError, match="task_seconds .*expected a JSON object"):
+        head_costs(stages)
+
+
 def test_head_costs_without_a_baseline_have_no_ratio():
     rows = [r for r in TABLE4 if r[0] != "baseline"]
     costs = head_costs(_stages(rows))

@@ -389,7 +389,7 @@ def test_run_epoch_times_each_tasks_steps():
 
     class Timed:
         def train_mode(self):
-            pass
+            """Nothing to switch: the fake has no modules."""
 
         def schedule(self, loaders):
             batch = {"image": torch.zeros(2, 1, 4, 4)}

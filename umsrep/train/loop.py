@@ -88,10 +88,10 @@ def run_epoch(
     ``after_step`` is called after each step (the weight average's update).
 
     ``train/task_s/<task>``: the seconds of the steps that trained the task, loading their
-    batches included (a step that trains several, as joint's, shared evenly): what each task's turns cost an alternating
-    stage (``analysis/cost.py head_costs`` splits a multi-task stage's time by them). Timed on
-    the host: on a GPU a step's time lands where the host next waits for the device, so the
-    shares are approximate there."""
+    batches included (a step that trains several, as joint's, shared evenly): what each
+    task's turns cost an alternating stage (``analysis/cost.py head_costs`` splits a
+    multi-task stage's time by them). Timed on the host: on a GPU a step's time lands where the
+    host next waits for the device, so the shares are approximate there."""
     strategy.train_mode()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
