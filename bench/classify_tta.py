@@ -9,7 +9,14 @@ cache was: ``data.contrast``, ``umsrep.derive.tta.normalize_image``) under each 
 cut) per dataset, model and view list. The run itself scores classification on its cache at the
 experiment's ``data.fit``, one view (``pad`` here is that view, up to resampling).
 
-    python bench/classify_tta.py RUN_DIR --ensembles [--task abnormal] \
+``--adapt-bn`` adds, for each view list, the same models with their batch-norm statistics
+re-estimated on each dataset's own images (AdaBN, Li et al. 2016: unsupervised domain
+adaptation that needs no label, only a batch of the target site's films; a running average over
+all of them, in the first view of the list, every other layer in eval mode), the rows tagged
+``+adabn``. It answers whether a site's shift in feature statistics is what costs the external
+AUC.
+
+    python bench/classify_tta.py RUN_DIR --ensembles [--task abnormal] [--adapt-bn] \
         [--tta "pad;pad,stretch;pad,shift:4;pad,stretch,shift:4"]
 """
 
@@ -21,6 +28,27 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def adapt_batch_norm(model, images, batch_size: int = 16):
+    """A copy of ``model`` whose batch norms hold the mean and variance of ``images [N, 1, H,
+    W]`` (a cumulative average over batches in a seeded order); everything else as it was."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    adapted = copy.deepcopy(model).eval()
+    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: every batch weighs the same
+        m.train()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            adapted(images[order[i:i + batch_size]])
+    return adapted.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="abnormal")
     p.add_argument("--ensembles", action="store_true", help="the fold ensembles, not the folds")
     p.add_argument("--tta", default="pad;pad,stretch;pad,shift:4;pad,stretch,shift:4")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="also score with batch-norm statistics of each dataset's images")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data = load_run_data(args.run_dir)
@@ -66,25 +96,34 @@ def main(argv: list[str] | None = None) -> int:
         pixels = {str(r.sample_id): apply_contrast(load_image(r.image_path), contrast)
                   for r in labelled.itertuples(index=False)}
         y = labelled[task["column"]].astype(str).map(classes.index).to_numpy()
+        datasets = labelled["dataset"].astype(str).to_numpy()
         for fits in views:
             geometric, shift = split_fits(fits)
             moves = [(0, 0)] + ([(shift, shift), (-shift, -shift), (shift, -shift),
                                  (-shift, shift)] if shift else [])
-            probs = []
-            for sid in labelled["sample_id"].astype(str):
-                xs = [shift_image(normalize_image(pixels[sid], size, fit)[0], dy, dx)
-                      for fit in dict.fromkeys(geometric) for dy, dx in moves]
-                with torch.no_grad():
-                    out = model(torch.cat(xs), [args.task])[args.task].float()
-                probs.append(float(torch.softmax(out, 1)[:, 1].mean()))
-            prob = np.asarray(probs)
-            for ds in sorted(labelled["dataset"].unique()):
-                sel = (labelled["dataset"] == ds).to_numpy()
-                rows.append({"model": name, "tta": ",".join(fits), "dataset": ds,
-                             "n": int(sel.sum()),
-                             "auc": float(compute_auc(torch.tensor(y[sel]),
-                                                      torch.tensor(prob[sel]))),
-                             "accuracy": float(((prob[sel] > 0.5) == y[sel]).mean())})
+            batches = [torch.cat([shift_image(normalize_image(pixels[sid], size, fit)[0], dy, dx)
+                                  for fit in dict.fromkeys(geometric) for dy, dx in moves])
+                       for sid in labelled["sample_id"].astype(str)]
+            variants = [("", {ds: model for ds in set(datasets)})]
+            if args.adapt_bn:
+                firsts = {ds: torch.cat([b[:1] for b, d in zip(batches, datasets, strict=True)
+                                         if d == ds]) for ds in set(datasets)}
+                variants.append(("+adabn", {ds: adapt_batch_norm(model, x)
+                                            for ds, x in firsts.items()}))
+            for tag, models in variants:
+                probs = []
+                for xs, ds in zip(batches, datasets, strict=True):
+                    with torch.no_grad():
+                        out = models[ds](xs, [args.task])[args.task].float()
+                    probs.append(float(torch.softmax(out, 1)[:, 1].mean()))
+                prob = np.asarray(probs)
+                for ds in sorted(set(datasets)):
+                    sel = datasets == ds
+                    rows.append({"model": name, "tta": ",".join(fits) + tag, "dataset": ds,
+                                 "n": int(sel.sum()),
+                                 "auc": float(compute_auc(torch.tensor(y[sel]),
+                                                          torch.tensor(prob[sel]))),
+                                 "accuracy": float(((prob[sel] > 0.5) == y[sel]).mean())})
         print(f"{name}: done", flush=True)
     df = pd.DataFrame(rows)
     print(df.pivot_table(index=["dataset", "model"], columns="tta", values="auc").round(4)

@@ -339,14 +339,8 @@ def test_bench_augment_shift_reads_a_run_and_its_views_agree_without_augmentatio
     """``bench/augment_shift.py`` on a real run folder: one row per view for every two-class
     classifier it is asked about; the tiny run trains without augmentation, so its untouched
     and "augmented" views are the same images and must give the same figures."""
-    import importlib.util
-    from pathlib import Path
-
     _, _, run_dir = two_fold_run
-    path = Path(__file__).resolve().parents[2] / "bench" / "augment_shift.py"
-    spec = importlib.util.spec_from_file_location("augment_shift", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("augment_shift")
     assert bench.main([str(run_dir), "--stages", "f0-joint,f1-baseline-abnormal"]) == 0
     lines = [ln.split() for ln in capsys.readouterr().out.splitlines()]
     rows = [ln for ln in lines if len(ln) == 8 and ln[2] in ("untouched", "augmented")]
@@ -359,3 +353,48 @@ def test_bench_augment_shift_reads_a_run_and_its_views_agree_without_augmentatio
     with pytest.raises(SystemExit):  # a misspelt stage is named, not silently skipped
         bench.main([str(run_dir), "--stages", "f0-jiont"])
     assert "f0-jiont" in capsys.readouterr().err
+
+
+def _load_bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adapt_batch_norm_holds_the_target_images_statistics_and_leaves_the_model_alone():
+    """AdaBN (``bench/classify_tta.py --adapt-bn``): the copy's batch norm holds the mean of
+    what reaches it over all the images, in batches of any size, and their variance (exactly in
+    one batch, the mean of the batches' in several); the model it was copied from keeps its own
+    statistics and stays in eval mode."""
+    bench = _load_bench("classify_tta")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU()).eval()
+    before = model[1].running_mean.clone()
+    images = torch.randn(10, 1, 8, 8) * 2 + 5  # a "site" brighter than the model's
+    adapted = bench.adapt_batch_norm(model, images, batch_size=5)
+    with torch.no_grad():
+        feats = model[0](images)  # what the batch norm sees: [10, 3, 6, 6]
+    torch.testing.assert_close(adapted[1].running_mean, feats.mean((0, 2, 3)))
+    whole = bench.adapt_batch_norm(model, images, batch_size=10)  # one batch: its variance
+    torch.testing.assert_close(whole[1].running_var, feats.var((0, 2, 3)))
+    torch.testing.assert_close(adapted[1].running_var, feats.var((0, 2, 3)), rtol=0.1, atol=0)
+    torch.testing.assert_close(model[1].running_mean, before)
+    assert not model.training and not adapted.training
+    assert not torch.allclose(adapted[1].running_mean, before)
+
+
+def test_bench_classify_tta_scores_each_view_with_and_without_adapted_batch_norm(
+        two_fold_run, capsys):
+    """``--adapt-bn`` on a real run folder's fold ensembles: each view list gets a ``+adabn``
+    twin with AUCs in [0, 1] for every dataset with labels."""
+    bench = _load_bench("classify_tta")
+    _, _, run_dir = two_fold_run
+    assert bench.main([str(run_dir), "--ensembles", "--adapt-bn", "--tta", "pad;pad,stretch"]) == 0
+    out = capsys.readouterr().out
+    header = next(ln.split() for ln in out.splitlines() if ln.split()[:1] == ["tta"])
+    assert header[1:] == ["pad", "pad+adabn", "pad,stretch", "pad,stretch+adabn"]
