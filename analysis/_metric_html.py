@@ -114,7 +114,7 @@ def dataset_section(
             table,
             _html.slug(f"metrics-{name}"),
             f"{name}: test metrics per task and strategy, mean ± std [95% CI] over folds, "
-            "and pooled over folds",
+            "pooled over folds, and the fold ensemble's [95% bootstrap interval over the images]",
         )
         + anchors_html(anchors, _html.slug(f"anchors-{name}"))
         + figures_note(paper, anchors, split, headline)

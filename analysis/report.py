@@ -33,10 +33,12 @@ log = logging.getLogger(__name__)
 
 TABLE_CAPTIONS = {
     "overview": "Best strategy per task and its gain over the baseline",
-    "metrics": "Test metrics per task and strategy: mean ± std [95% CI] over folds, and pooled (Tables 3/5/7/9)",
+    "metrics": "Test metrics per task and strategy: mean ± std [95% CI] over folds, pooled, and "
+    "the fold ensemble's [95% bootstrap interval over the test images] (Tables 3/5/7/9)",
     "metric_summary": "Test metrics per task and strategy (long format)",
     "metrics_by_dataset": "Test metrics per dataset of the external test set, task and strategy: "
-    "mean ± std [95% CI] over folds, and pooled",
+    "mean ± std [95% CI] over folds, pooled, and the fold ensemble's [95% bootstrap interval "
+    "over the dataset's images]",
     "metric_summary_by_dataset": "Test metrics per dataset, task and strategy (long format)",
     "anchors": "Published anchors: published models not trained here, by task, split and metric",
     "denoising": "Denoising quality per noise level over folds (Table 2)",

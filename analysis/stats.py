@@ -150,6 +150,73 @@ def auc_over_images(y_true: np.ndarray) -> Statistic:
     return statistic
 
 
+def confusion_over_images(y_true: np.ndarray, metric: str) -> Statistic:
+    """Mean over fold models of the binary F-score (of class 1) or MCC of predicted labels
+    ``[k, n]`` (0/1) with images weighted by ``weights`` ``[B, n]``: the confusion counts are
+    weighted sums. A count-free denominator gives 0, as ``compute_pooled_classification`` and
+    torchmetrics do. ``y_true`` ``[n]``: 0/1."""
+    if metric not in ("f1", "mcc"):
+        raise ValueError(f"metric must be 'f1' or 'mcc', got {metric!r}")
+    pos = (np.asarray(y_true) == 1).astype(float)
+
+    def statistic(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        values = []
+        for pred in (np.asarray(labels) == 1).astype(float):
+            tp, fp = weights @ (pred * pos), weights @ (pred * (1 - pos))
+            fn, tn = weights @ ((1 - pred) * pos), weights @ ((1 - pred) * (1 - pos))
+            if metric == "f1":
+                num, den = 2 * tp, 2 * tp + fp + fn
+            else:
+                num, den = tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            values.append(np.divide(num, den, out=np.zeros_like(num), where=den > 0))
+        return np.mean(values, axis=0)
+
+    return statistic
+
+
+def resample_weights(n: int, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``[n_resamples, n]``: how often each of n images is drawn in each bootstrap resample (n
+    draws with replacement), as floats (float @ float runs in BLAS; int does not)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
+    weights = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    return weights.astype(float)
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Observed statistic, percentile interval over image resamples, resamples where the
+    statistic was defined."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n_resamples: int
+
+
+def compute_bootstrap_interval(
+    values: np.ndarray,
+    statistic: Statistic = mean_over_images,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> BootstrapInterval:
+    """Percentile bootstrap interval of ``statistic(values)`` over images: ``values`` ``[k, n]``
+    (or ``[n]``) as in :func:`compute_paired_bootstrap`, one model's figure on an external test
+    set, resampled image by image. How far a figure on 40 images can move with the images drawn
+    (a Montgomery AUC on 16 TB and 24 normal films spans about +-0.15); the same resamples as a
+    paired bootstrap of the same seed and size."""
+    values = np.atleast_2d(np.asarray(values, float))
+    value = float(statistic(values, np.ones((1, values.shape[1])))[0])
+    stats = statistic(values, resample_weights(values.shape[1], n_resamples, seed))
+    stats = stats[~np.isnan(stats)]
+    if len(stats) == 0:
+        return BootstrapInterval(value, np.nan, np.nan, 0)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return BootstrapInterval(value, float(low), float(high), len(stats))
+
+
 def compute_paired_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
@@ -172,10 +239,7 @@ def compute_paired_bootstrap(
     n = a.shape[1]
     once = np.ones((1, n))
     value_a, value_b = float(statistic(a, once)[0]), float(statistic(b, once)[0])
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
-    weights = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
-    weights = weights.astype(float)  # float @ float runs in BLAS; int does not
+    weights = resample_weights(n, n_resamples, seed)
     diffs = statistic(a, weights) - statistic(b, weights)
     diffs = diffs[~np.isnan(diffs)]
     m = len(diffs)

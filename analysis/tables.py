@@ -7,6 +7,11 @@ confidence interval of the mean from the t-distribution with n-1 degrees of free
 predictions; segmentation: mean per-image IoU and Dice). The ``ensemble`` column is the fold
 ensemble's value (the runner's ``fold == -1`` rows: the mean of the k fold models'
 probabilities, ``umsrep/runner/ensemble.py``); those rows never enter a fold statistic.
+``ensemble_low`` / ``ensemble_high`` bound it: the 95 % percentile bootstrap interval over the
+test images (:func:`ensemble_intervals`), for the figures its predictions hold (segmentation
+``dice_orig`` and ``iou_orig``; classification accuracy, and for two classes F-score, MCC and
+AUC). The folds' t interval says how much training moves a figure; this one how much the
+figure would move with another draw of test images, which rules an external set of 40 films.
 """
 
 from __future__ import annotations
@@ -95,6 +100,46 @@ def pooled_from_predictions(predictions: pd.DataFrame, split: str = "test") -> p
     return pd.DataFrame(rows, columns=[*KEYS, "pooled"])
 
 
+def ensemble_intervals(
+    predictions: pd.DataFrame, split: str = "test", confidence: float = 0.95
+) -> pd.DataFrame:
+    """``[run, task, strategy, metric, ensemble_low, ensemble_high]``: the percentile bootstrap
+    interval over images (``analysis.stats.compute_bootstrap_interval``, 2000 resamples, seed 0)
+    of each fold ensemble's figure on ``split``, from its ``predictions.parquet`` rows (fold
+    -1): ``dice_orig`` / ``iou_orig`` the mean of ``score`` / ``iou`` (each image's Dice and
+    IoU at its original size); accuracy the mean of being right; with two classes F-score (of
+    class 1), MCC and AUC (``score``: the probability of class 1). Rows without a label (-1) are
+    left out. Empty when no ensemble predicted on ``split``."""
+    from analysis import stats  # analysis.stats imports this module
+
+    columns = [*KEYS, "ensemble_low", "ensemble_high"]
+    preds = predictions[(predictions["split"] == split) & (predictions["fold"] == -1)]
+    rows = []
+    for (run, task, strategy), g in preds.groupby(["run", "task", "strategy"], sort=False):
+        if g["iou"].notna().any():
+            figures = {"dice_orig": (g["score"], stats.mean_over_images),
+                       "iou_orig": (g["iou"], stats.mean_over_images)}
+        else:
+            g = g[g["y_true"] >= 0]
+            y = g["y_true"].to_numpy(int)
+            figures = {"accuracy": ((g["y_pred"] == g["y_true"]).astype(float),
+                                    stats.mean_over_images)}
+            if len(g) and set(np.unique(y)) == {0, 1}:
+                figures |= {
+                    "f1": (g["y_pred"], stats.confusion_over_images(y, "f1")),
+                    "mcc": (g["y_pred"], stats.confusion_over_images(y, "mcc")),
+                    "auc": (g["score"], stats.auc_over_images(y)),
+                }
+        for metric, (values, statistic) in figures.items():
+            if not len(values):
+                continue
+            ci = stats.compute_bootstrap_interval(
+                values.to_numpy(float), statistic, confidence=confidence)
+            rows.append({"run": run, "task": task, "strategy": strategy, "metric": metric,
+                         "ensemble_low": ci.ci_low, "ensemble_high": ci.ci_high})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def metric_summary(
     metrics: pd.DataFrame,
     predictions: pd.DataFrame | None = None,
@@ -102,8 +147,8 @@ def metric_summary(
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (run, task, strategy, metric) of the non-noise metrics of ``split``:
-    n_folds, mean, std, ci_low, ci_high over folds >= 0, ``pooled`` and ``ensemble`` (see the
-    module doc; NaN where there is none)."""
+    n_folds, mean, std, ci_low, ci_high over folds >= 0, ``pooled``, ``ensemble``,
+    ``ensemble_low`` and ``ensemble_high`` (see the module doc; NaN where there is none)."""
     m = metrics[(metrics["split"] == split) & (metrics["noise"].fillna("") == "")]
     folds = m[m["fold"] >= 0]
     rows = [
@@ -118,13 +163,18 @@ def metric_summary(
         .rename(columns={"value": "ensemble"})
     )
     pooled = pd.DataFrame(columns=[*KEYS, "pooled"])
+    intervals = pd.DataFrame(columns=[*KEYS, "ensemble_low", "ensemble_high"])
     if predictions is not None and len(predictions):
         pooled = pooled_from_predictions(predictions, split)
+        intervals = ensemble_intervals(predictions, split, confidence)
+    extra = ["pooled", "ensemble", "ensemble_low", "ensemble_high"]
     out = (
         out.merge(pooled, on=KEYS, how="left").merge(ensemble, on=KEYS, how="left")
+        .merge(intervals, on=KEYS, how="left")
         if len(out)
-        else out.assign(pooled=pd.Series(dtype=float), ensemble=pd.Series(dtype=float))
+        else out.assign(**{c: pd.Series(dtype=float) for c in extra})
     )
+    out[extra] = out[extra].astype(float)
     out["strategy"] = out["strategy"].replace(dict.fromkeys(BACKBONE_LABELS, SHARED_BACKBONE))
     return _sort(out)
 
@@ -147,7 +197,7 @@ def dataset_summary(
     after ``run``."""
     columns = [
         "run", "split", *KEYS[1:], "n_folds", "mean", "std", "ci_low", "ci_high", "pooled",
-        "ensemble",
+        "ensemble", "ensemble_low", "ensemble_high",
     ]
     frames = [
         metric_summary(metrics, predictions, s, confidence).assign(split=s)
@@ -203,13 +253,24 @@ def format_mean_ci(row: pd.Series, digits: int = 3) -> str:
     return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
 
 
+def _ensemble_cell(row: pd.Series, digits: int) -> float | str:
+    """The ensemble's value, with its bootstrap interval when there is one."""
+    value, low, high = row["ensemble"], row["ensemble_low"], row["ensemble_high"]
+    if pd.isna(value) or pd.isna(low) or pd.isna(high):
+        return value
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The paper's Table 3/5/7/9 shape: one row per (run, task, strategy), one column per metric
     holding 'mean ± std [CI]', plus '<metric> (pooled)' and, where the run has fold ensembles,
-    '<metric> (ensemble)' columns; the baseline rows come last."""
+    '<metric> (ensemble)' columns ('0.789 [0.650, 0.913]' where the ensemble's bootstrap interval
+    over test images is known, else the value); the baseline rows come last."""
     if summary.empty:
         return pd.DataFrame(columns=["run", "task", "strategy"])
     s = summary.assign(cell=summary.apply(format_mean_ci, axis=1, digits=digits))
+    if "ensemble_low" in s:
+        s["ensemble"] = s.apply(_ensemble_cell, axis=1, digits=digits)
     metrics = list(dict.fromkeys(s["metric"]))
     wide = s.pivot_table(
         index=["run", "task", "strategy"],
@@ -229,7 +290,8 @@ def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             aggfunc="first",
             sort=False,
         )
-        extra = extra.round(digits).rename(columns=lambda c, col=column: f"{c} ({col})")
+        extra = extra.map(lambda v: round(v, digits) if isinstance(v, float) else v)
+        extra = extra.rename(columns=lambda c, col=column: f"{c} ({col})")
         wide = wide.join(extra[[f"{m} ({column})" for m in metrics if f"{m} ({column})" in extra]])
     wide = wide.reset_index()
     wide["_b"] = wide["strategy"] == BASELINE

@@ -8,12 +8,15 @@ from analysis.stats import (
     CHI2,
     EXACT,
     auc_over_images,
+    compute_bootstrap_interval,
     compute_corrected_t,
     compute_mcnemar,
     compute_paired_bootstrap,
+    confusion_over_images,
     holm,
     mean_over_images,
     pairwise_mcnemar,
+    resample_weights,
 )
 
 
@@ -225,3 +228,55 @@ def test_bootstrap_is_reproducible_with_its_seed():
     other = compute_paired_bootstrap(a, b, seed=2)
     assert (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
     assert other.diff == first.diff  # the observed difference does not depend on the seed
+
+
+def test_confusion_over_images_counts_weights_as_repeated_images():
+    """F-score and MCC of weighted images equal those of the images repeated that often
+    (``compute_pooled_classification`` on the expanded labels); two models average."""
+    from analysis.tables import compute_pooled_classification
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 30)
+    pred = np.stack([np.where(rng.random(30) < 0.7, y, 1 - y) for _ in range(2)])
+    weights = rng.integers(0, 4, (5, 30)).astype(float)
+    for metric in ("f1", "mcc"):
+        got = confusion_over_images(y, metric)(pred, weights)
+        want = [np.mean([compute_pooled_classification(np.repeat(y, w.astype(int)),
+                                                       np.repeat(p, w.astype(int)))[metric]
+                         for p in pred]) for w in weights]
+        assert got == pytest.approx(want)
+    # nothing predicted positive and nothing positive: no count, 0 (as torchmetrics)
+    zeros = np.zeros(4)
+    assert confusion_over_images(zeros, "mcc")(zeros[None], np.ones((1, 4)))[0] == 0.0
+    assert confusion_over_images(zeros, "f1")(zeros[None], np.ones((1, 4)))[0] == 0.0
+    with pytest.raises(ValueError, match="f1"):
+        confusion_over_images(y, "precision")
+
+
+def test_bootstrap_interval_brackets_the_value_and_narrows_with_more_images():
+    rng = np.random.default_rng(3)
+    small, large = rng.normal(0.9, 0.05, 40), rng.normal(0.9, 0.05, 4000)
+    few, many = compute_bootstrap_interval(small), compute_bootstrap_interval(large)
+    assert few.value == pytest.approx(small.mean()) and few.n_resamples == 2000
+    assert few.ci_low < few.value < few.ci_high
+    # a percentile interval of a mean: about +-1.96 standard errors
+    assert few.ci_high - few.ci_low == pytest.approx(2 * 1.96 * small.std() / np.sqrt(40), rel=0.15)
+    assert many.ci_high - many.ci_low < (few.ci_high - few.ci_low) / 5
+    assert compute_bootstrap_interval(small, seed=0) == few  # seeded
+    # an AUC that is 1 on every resample with both classes; resamples with one class left out
+    y = np.array([0, 0, 0, 1, 1])
+    perfect = compute_bootstrap_interval(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), auc_over_images(y))
+    assert (perfect.value, perfect.ci_low, perfect.ci_high) == (1.0, 1.0, 1.0)
+    assert 0 < perfect.n_resamples < 2000
+
+
+def test_interval_and_paired_bootstrap_draw_the_same_images():
+    """One seed, one set of resamples: a pair's difference is the difference of the two
+    intervals' resampled means, resample by resample."""
+    weights = resample_weights(25, 300, seed=4)
+    assert weights.shape == (300, 25) and (weights.sum(1) == 25).all()
+    rng = np.random.default_rng(1)
+    a, b = rng.random(25), rng.random(25)
+    paired = compute_paired_bootstrap(a, b, n_resamples=300, seed=4)
+    diffs = mean_over_images(a[None], weights) - mean_over_images(b[None], weights)
+    assert (paired.ci_low, paired.ci_high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))

@@ -3,10 +3,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis.stats import auc_over_images, compute_bootstrap_interval
 from analysis.tables import (
     SHARED_BACKBONE,
     compute_pooled_classification,
     denoise_table,
+    ensemble_intervals,
     metric_summary,
     order_strategies,
     overview_table,
@@ -77,6 +79,66 @@ def test_pooled_values_fall_back_to_predictions():
     )
     out = metric_summary(metrics, preds)
     assert out.iloc[0]["pooled"] == pytest.approx(0.75)  # 3 of 4 concatenated predictions right
+
+
+def _ensemble_predictions(n=40, seed=0):
+    """A fold ensemble's external predictions (fold -1) for a lung and a TB task, two fold
+    models' rows beside them and one TB film without a label."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    score = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1)
+    dice = rng.uniform(0.9, 0.98, n)
+    common = {"run": "r", "strategy": "joint", "split": "test:montgomery"}
+    tb = pd.DataFrame({**common, "fold": -1, "task": "tb", "sample_id": [f"m{i}" for i in range(n)],
+                       "y_true": y, "y_pred": (score > 0.5).astype(int), "score": score,
+                       "iou": np.nan})
+    lung = pd.DataFrame({**common, "fold": -1, "task": "lung", "sample_id": tb["sample_id"],
+                         "y_true": 1, "y_pred": 1, "score": dice, "iou": dice / (2 - dice)})
+    unlabelled = tb.iloc[:1].assign(sample_id="x", y_true=-1, y_pred=1, score=0.99)
+    folds = pd.concat([tb.assign(fold=f, score=1 - tb["score"]) for f in (0, 1)])  # not scored
+    return pd.concat([tb, unlabelled, lung, folds], ignore_index=True), y, score, dice
+
+
+def test_ensemble_intervals_bound_each_figure_the_ensemble_predictions_hold():
+    preds, y, score, dice = _ensemble_predictions()
+    out = ensemble_intervals(preds, "test:montgomery").set_index(["task", "metric"])
+    assert sorted(out.index) == [("lung", "dice_orig"), ("lung", "iou_orig"), ("tb", "accuracy"),
+                                 ("tb", "auc"), ("tb", "f1"), ("tb", "mcc")]
+    # the unlabelled film and the fold models' rows are left out: the interval is that of the
+    # 40 labelled films' ensemble scores
+    tb_auc = compute_bootstrap_interval(score, auc_over_images(y))
+    assert (out.loc[("tb", "auc"), "ensemble_low"], out.loc[("tb", "auc"), "ensemble_high"]) == (
+        pytest.approx(tb_auc.ci_low), pytest.approx(tb_auc.ci_high))
+    for (task, metric), row in out.iterrows():
+        assert row["ensemble_low"] < row["ensemble_high"], (task, metric)
+    lung = out.loc[("lung", "dice_orig")]
+    assert lung["ensemble_low"] < dice.mean() < lung["ensemble_high"]
+    assert ensemble_intervals(preds, "test:jsrt").empty  # nothing predicted there
+    three = preds[preds["task"] == "tb"].assign(y_true=lambda d: d["y_true"] % 3)
+    three.loc[three.index[:5], "y_true"] = 2  # three classes: accuracy only
+    assert ensemble_intervals(three, "test:montgomery")["metric"].tolist() == ["accuracy"]
+
+
+def test_metric_summary_puts_the_ensemble_interval_beside_its_value_and_the_table_shows_it():
+    preds, y, score, dice = _ensemble_predictions()
+    tb = preds[(preds["fold"] == -1) & (preds["task"] == "tb") & (preds["y_true"] >= 0)]
+    auc = float(auc_over_images(y)(score[None], np.ones((1, len(y))))[0])
+    mcc = compute_pooled_classification(tb["y_true"], tb["y_pred"])["mcc"]
+    rows = [("r", f, "joint", task, "test:montgomery", metric, 0.7 + 0.05 * f, "")
+            for f in (0, 1) for task, metric in (("tb", "auc"), ("lung", "dice_orig_min"))]
+    rows += [("r", -1, "joint", "tb", "test:montgomery", "auc", auc, ""),
+             ("r", -1, "joint", "tb", "test:montgomery", "mcc", mcc, ""),
+             ("r", -1, "joint", "lung", "test:montgomery", "dice_orig_min", dice.min(), "")]
+    out = metric_summary(_metrics(rows), preds, "test:montgomery").set_index(["task", "metric"])
+    row = out.loc[("tb", "auc")]
+    assert row["ensemble"] == pytest.approx(auc)
+    assert row["ensemble_low"] < row["ensemble"] < row["ensemble_high"]
+    assert row["ensemble_high"] - row["ensemble_low"] > 0.1  # 40 films: a wide interval
+    assert np.isnan(out.loc[("lung", "dice_orig_min"), "ensemble_low"])  # a minimum: none
+    table = paper_table(out.reset_index()).set_index("task")
+    lo, hi = row["ensemble_low"], row["ensemble_high"]
+    assert table.loc["tb", "auc (ensemble)"] == f"{auc:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert table.loc["lung", "dice_orig_min (ensemble)"] == round(dice.min(), 3)
 
 
 def test_pooled_classification_matches_hand_counts():
