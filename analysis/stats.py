@@ -207,6 +207,8 @@ def compute_bootstrap_interval(
     (a Montgomery AUC on 16 TB and 24 normal films spans about +-0.15); the same resamples as a
     paired bootstrap of the same seed and size."""
     values = np.atleast_2d(np.asarray(values, float))
+    if values.shape[1] == 0:
+        raise ValueError("compute_bootstrap_interval: no images to resample")
     value = float(statistic(values, np.ones((1, values.shape[1])))[0])
     stats = statistic(values, resample_weights(values.shape[1], n_resamples, seed))
     stats = stats[~np.isnan(stats)]

@@ -290,7 +290,9 @@ def paper_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             aggfunc="first",
             sort=False,
         )
-        extra = extra.map(lambda v: round(v, digits) if isinstance(v, float) else v)
+        # Series.map, not DataFrame.map: pyproject allows pandas 2.0, which lacks the latter
+        extra = extra.apply(lambda col: col.map(
+            lambda v: round(v, digits) if isinstance(v, float) else v))
         extra = extra.rename(columns=lambda c, col=column: f"{c} ({col})")
         wide = wide.join(extra[[f"{m} ({column})" for m in metrics if f"{m} ({column})" in extra]])
     wide = wide.reset_index()

@@ -10,7 +10,7 @@ cut) per dataset, model and view list. The run itself scores classification on i
 experiment's ``data.fit``, one view (``pad`` here is that view, up to resampling).
 
 ``--adapt-bn`` adds, for each view list, the same models with their batch-norm statistics
-re-estimated on each dataset's own images (AdaBN, Li et al. 2016: unsupervised domain
+re-estimated on each dataset's own images (those it scores; AdaBN, Li et al. 2016: unsupervised domain
 adaptation that needs no label, only a batch of the target site's films; a running average over
 all of them, in the first view of the list, every other layer in eval mode), the rows tagged
 ``+adabn``. It answers whether a site's shift in feature statistics is what costs the external

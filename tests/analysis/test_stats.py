@@ -263,6 +263,8 @@ def test_bootstrap_interval_brackets_the_value_and_narrows_with_more_images():
     assert few.ci_high - few.ci_low == pytest.approx(2 * 1.96 * small.std() / np.sqrt(40), rel=0.15)
     assert many.ci_high - many.ci_low < (few.ci_high - few.ci_low) / 5
     assert compute_bootstrap_interval(small, seed=0) == few  # seeded
+    with pytest.raises(ValueError, match="no images"):
+        compute_bootstrap_interval(np.array([]))
     # an AUC that is 1 on every resample with both classes; resamples with one class left out
     y = np.array([0, 0, 0, 1, 1])
     perfect = compute_bootstrap_interval(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), auc_over_images(y))
