@@ -33,6 +33,21 @@ def test_cross_entropy_by_hand_ignores_missing_labels():
     )
 
 
+def test_label_smoothing_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.5, -0.5]])
+    target = torch.tensor([0, -1, 1])
+    e = 0.2
+    logp = torch.log_softmax(logits, dim=1)
+    # (1 - e) on the true class, e / C on every class; the -1 row stays out
+    expected = -((1 - e) * logp[[0, 2], [0, 1]] + e / 2 * logp[[0, 2]].sum(1)).mean()
+    smoothed = build_loss("cross_entropy", label_smoothing=e)(logits, target, target >= 0)
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = cross_entropy(logits, target, target >= 0).item()
+    assert plain != pytest.approx(smoothed.item())
+    assert build_loss("cross_entropy", label_smoothing=0.0)(logits, target, target >= 0).item() == (
+        pytest.approx(plain))
+
+
 def test_bce_dice_by_hand():
     logits = torch.tensor([0.0, 0.0, 2.0, -2.0]).view(1, 1, 2, 2)
     target = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)

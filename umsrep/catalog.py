@@ -36,7 +36,7 @@ CATALOG: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "loss": {
         "bce_dice": ("smooth", "w_bce", "w_dice"),
-        "cross_entropy": (),
+        "cross_entropy": ("label_smoothing",),
         "mse": (),
     },
     "strategy": {

@@ -8,7 +8,8 @@ zero still connected to the graph (``output.sum() * 0``), so a step on it is a n
 - ``mse`` (denoise): output, target ``[B, 1, H, W]`` in the normalized space; per-image mean of
   squared errors, averaged over valid images.
 - ``cross_entropy`` (classification): output logits ``[B, C]``, target int64 ``[B]`` with -1 for
-  missing (``target < 0`` is treated as invalid even if ``valid`` says otherwise).
+  missing (``target < 0`` is treated as invalid even if ``valid`` says otherwise); option
+  ``label_smoothing`` (0 by default).
 - ``bce_dice`` (segmentation, paper eq. 1): ``w_bce * BCE + w_dice * (1 - soft Dice)`` on logits
   ``[B, 1, H, W]`` and a float mask target ``[B, 1, H, W]`` in {0, 1}; both terms per image
   (BCE the pixel mean, Dice ``1 - (2 sum(t y) + s) / (sum t + sum y + s)`` with ``y`` the
@@ -57,12 +58,20 @@ def mse(output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torc
 
 
 @LOSSES.register("cross_entropy")
-def cross_entropy(output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Categorical cross-entropy of logits ``[B, C]`` against class indices ``[B]``."""
+def cross_entropy(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Categorical cross-entropy of logits ``[B, C]`` against class indices ``[B]``;
+    ``label_smoothing`` ``e`` scores against ``(1 - e)`` on the class and ``e / C`` spread over
+    all classes (Szegedy et al. 2016), as ``torch.nn.functional.cross_entropy`` does."""
     valid = _check(output, valid) & (target.reshape(-1).to(output.device) >= 0)
     if not valid.any():
         return _disconnected_zero(output)
-    return F.cross_entropy(output[valid], target[valid].long())
+    return F.cross_entropy(output[valid], target[valid].long(), label_smoothing=label_smoothing)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

@@ -44,7 +44,9 @@ class Task:
     ``""`` (denoise). ``classes`` lists label values in class-index order (classification only;
     ``None`` in an experiment file: the runner takes the label column's values, ``build_tasks``).
     ``head``/``loss`` default to the kind's usual head and loss (``classification`` /
-    ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``).
+    ``cross_entropy``, ``seg_cdae`` / ``bce_dice``, ``denoise`` / ``mse``); ``loss_kwargs`` are
+    the loss's own options (``bce_dice``: ``w_bce``, ``w_dice``, ``smooth``; ``cross_entropy``:
+    ``label_smoothing``), checked against ``umsrep/catalog.py`` when the file is loaded.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Task:
     head: str = ""
     head_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     loss: str = ""
+    loss_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     loss_weight: float = 1.0  # joint strategy, fixed weighting
 
     def __post_init__(self) -> None:

@@ -83,7 +83,8 @@ def check_task(key: str, task: Task) -> None:
     accepted = check_name(f"{key}.head", "head", task.head)
     check_options(f"{key}.head_kwargs", task.head_kwargs, accepted, f"head {task.head!r}",
                   HEAD_SET)
-    check_name(f"{key}.loss", "loss", task.loss)
+    accepted = check_name(f"{key}.loss", "loss", task.loss)
+    check_options(f"{key}.loss_kwargs", task.loss_kwargs, accepted, f"loss {task.loss!r}", {})
 
 
 def check_strategy(key: str, strategy: StrategyConfig, tasks: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -91,6 +93,27 @@ def test_denoise_task_sees_noisy_input_others_clean_unless_configured():
             noisy_inputs=True,
         )
     assert set(losses) == {"loss/lung"} and not torch.equal(seen[0], batch["image"])
+
+
+def test_a_task_s_loss_kwargs_reach_its_loss():
+    model = make_model(TASKS).eval()
+    batch = _batch()
+    tasks = {t.name: t for t in TASKS}
+    with torch.no_grad():
+        plain = compute_losses(model, batch, tasks, ["lung", "abnormal"], NOISE, None)
+        tasks["lung"] = dataclasses.replace(tasks["lung"], loss_kwargs={"w_bce": 1.0, "w_dice": 0.0})
+        tasks["abnormal"] = dataclasses.replace(tasks["abnormal"],
+                                                loss_kwargs={"label_smoothing": 0.3})
+        changed = compute_losses(model, batch, tasks, ["lung", "abnormal"], NOISE, None)
+    out = model(batch["image"], ["lung", "abnormal"])
+    target, valid = tasks["lung"].target(batch)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out["lung"][valid].float(),
+                                                               target[valid])
+    assert changed["loss/lung"].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert changed["loss/abnormal"].item() != pytest.approx(plain["loss/abnormal"].item())
+    assert Task.from_dict({"name": "t", "kind": "classification", "column": "c",
+                           "loss_kwargs": {"label_smoothing": 0.1}}).loss_kwargs == {
+        "label_smoothing": 0.1}
 
 
 def test_denoised_input_feeds_a_frozen_denoiser_into_a_separate_model():

@@ -328,6 +328,8 @@ def test_object_store_output_is_refused_at_start(uri: str) -> None:
         (("tasks", 1, "loss"), "cross_entropi", "tasks[1].loss", "cross_entropi", "cross_entropy"),
         (("tasks", 1, "head_kwargs"), {"dropuot": 0.2}, "tasks[1].head_kwargs.dropuot",
          "dropuot", "dropout"),
+        (("tasks", 1, "loss_kwargs"), {"label_smothing": 0.1}, "tasks[1].loss_kwargs.label_smothing",
+         "label_smothing", "label_smoothing"),
         (("strategies", 1, "name"), "alternatnig", "strategies[1].name", "alternatnig",
          "alternating"),
         (("strategies", 2, "options"), {"weighting": "gradnrom"},
@@ -341,7 +343,7 @@ def test_object_store_output_is_refused_at_start(uri: str) -> None:
          "dilation", "dilations"),
         (("backbone", "preset"), "papper", "backbone.preset", "papper", "paper"),
     ],
-    ids=["head", "loss", "head_kwargs", "strategy", "weighting", "joint option",
+    ids=["head", "loss", "head_kwargs", "loss_kwargs", "strategy", "weighting", "joint option",
          "alternating option", "backbone", "backbone kwargs", "preset"],
 )
 def test_a_mistyped_name_or_option_is_refused_with_the_closest_one(where, value, key, bad,

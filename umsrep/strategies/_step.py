@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from umsrep.losses import LOSSES
+from umsrep.losses import build_loss
 from umsrep.models.multitask import MultiTaskModel
 from umsrep.noise import sample_noise
 from umsrep.tasks import Task
@@ -48,7 +48,7 @@ def compute_losses(
     Denoise tasks see the noisy image (``noise_cfg``) and are scored against the clean one;
     other tasks see the clean image, or the same noisy image when ``noisy_inputs`` is True.
     A sample without a target for a task contributes nothing to that task's loss (the loss
-    functions of ``umsrep.losses.LOSSES`` take the ``valid`` mask).
+    functions of ``umsrep.losses.LOSSES``, with the task's ``loss_kwargs``, take the ``valid`` mask).
     """
 
     names = list(task_names)
@@ -65,5 +65,6 @@ def compute_losses(
     for name in names:
         task = tasks[name]
         target, valid = task.target(batch)
-        losses[f"loss/{name}"] = LOSSES.get(task.loss)(outputs[name].float(), target, valid)
+        loss_fn = build_loss(task.loss, **task.loss_kwargs)
+        losses[f"loss/{name}"] = loss_fn(outputs[name].float(), target, valid)
     return losses
