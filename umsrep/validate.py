@@ -85,6 +85,17 @@ def check_task(key: str, task: Task) -> None:
                   HEAD_SET)
     accepted = check_name(f"{key}.loss", "loss", task.loss)
     check_options(f"{key}.loss_kwargs", task.loss_kwargs, accepted, f"loss {task.loss!r}", {})
+    check_loss_values(f"{key}.loss_kwargs", task.loss_kwargs)
+
+
+def check_loss_values(key: str, options: Mapping[str, Any]) -> None:
+    """Every loss option is a number >= 0 (weights, a smoothing constant) and a label smoothing
+    at most 1, refused here rather than by torch minutes into a run."""
+    for option, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{key}.{option}", f"must be a number >= 0, got {value!r}")
+        if option == "label_smoothing" and value > 1:
+            raise ConfigError(f"{key}.{option}", f"must lie in [0, 1], got {value!r}")
 
 
 def check_strategy(key: str, strategy: StrategyConfig, tasks: list[str]) -> None:

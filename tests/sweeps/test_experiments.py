@@ -359,6 +359,18 @@ def test_a_mistyped_name_or_option_is_refused_with_the_closest_one(where, value,
     assert f"did you mean {suggestion!r}?" in err.reason
 
 
+@pytest.mark.parametrize(("value", "reason"), [(1.5, "[0, 1]"), (-0.1, ">= 0"),
+                                             ("0.1", ">= 0"), (True, ">= 0")])
+def test_a_loss_option_out_of_range_is_refused_at_load(value, reason) -> None:
+    data = base_config()
+    data["tasks"][1]["loss_kwargs"] = {"label_smoothing": value}
+    err = refused(data, check_paths=False)
+    assert err.key == "tasks[1].loss_kwargs.label_smoothing"
+    assert reason in err.reason and repr(value) in err.reason
+    data["tasks"][1]["loss_kwargs"] = {"label_smoothing": 1}
+    assert load_experiment(data=data, check_paths=False).tasks[1].loss_kwargs == {"label_smoothing": 1}
+
+
 def test_a_head_typo_in_a_file_names_the_file_key_value_and_fix(tmp_path: Path) -> None:
     data = base_config()
     data["tasks"][0]["head"] = "seg_cdea"
