@@ -132,9 +132,11 @@ def test_onnx_matches_pytorch_for_every_task(trained, onnx_bundle):
     _assert_close(_onnx_outputs(onnx_bundle, x), _reference(model, x))
 
 
-def test_a_guided_classification_head_exports_with_its_guide(tmp_path):
+@pytest.mark.parametrize("crop", [False, True])
+def test_a_guided_classification_head_exports_with_its_guide(tmp_path, crop):
     """``guide: lung`` runs the lung head inside the classification's forward: the exported
-    graph carries it (batch 3, a size other than the export's example)."""
+    graph carries it (batch 3, a size other than the export's example); with ``crop`` the
+    backbone's second pass on each image's own lung box too."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     model = _model(0)
@@ -145,11 +147,13 @@ def test_a_guided_classification_head_exports_with_its_guide(tmp_path):
     x = torch.randn(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
     unguided = _reference(model, x)["abnormal"]
     model.heads["abnormal"].guide = "lung"
+    model.heads["abnormal"].crop = crop
     assert not np.allclose(_reference(model, x)["abnormal"], unguided, atol=1e-3)
     path = tmp_path / "checkpoint"
-    guided = {**CLS, "head_kwargs": {"guide": "lung"}}
+    guided = {**CLS, "head_kwargs": {"guide": "lung", "crop": crop}}
     save_model_dir(path, model, _meta([SEG, guided, DEN]))
-    assert load_models([path])[0].heads["abnormal"].guide == "lung"
+    loaded = load_models([path])[0].heads["abnormal"]
+    assert loaded.guide == "lung" and loaded.crop == crop
     assert cli_main(["export", str(path), "-o", str(tmp_path / "onnx")]) == 0
     _assert_close(_onnx_outputs(tmp_path / "onnx", x), _reference(model, x))
 

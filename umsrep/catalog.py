@@ -27,7 +27,7 @@ CATALOG: dict[str, dict[str, tuple[str, ...] | None]] = {
         "resnet34": ("in_chans", "state_dict_path"),
     },
     "head": {
-        "classification": ("conv_channels", "convs", "dropout", "grid", "guide", "hidden",
+        "classification": ("conv_channels", "convs", "crop", "dropout", "grid", "guide", "hidden",
                            "levels", "pool"),
         "denoise": (),
         "seg_cdae": ("skips",),

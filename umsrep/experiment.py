@@ -332,6 +332,9 @@ class Experiment:
                 raise ConfigError(f"tasks[{i}].head_kwargs.guide",
                                   f"{guide!r} is not a segmentation task of this experiment "
                                   f"({', '.join(n for n, k in kinds.items() if k == 'segmentation') or 'none'})")
+            if t.head_kwargs.get("crop") and guide is None:
+                raise ConfigError(f"tasks[{i}].head_kwargs.crop",
+                                  "crop cuts the input to the guide's box: give guide too")
         strategies = [s.name for s in self.strategies]
         if len(set(strategies)) != len(strategies):
             raise ConfigError("strategies", "each strategy at most once")

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from umsrep.models import BackboneSpec, ModelSpec, build_model
-from umsrep.models.heads.classification import guide_boxes, guided_grid_mean, guided_mean
+from umsrep.models.heads.classification import (
+    crop_to_guide,
+    guide_boxes,
+    guided_grid_mean,
+    guided_mean,
+)
 from umsrep.tasks import Task
 
 LUNG = Task(name="lung", kind="segmentation", column="mask", head="seg_cdae",
@@ -88,6 +93,9 @@ def test_the_guide_must_be_a_segmentation_task_of_the_experiment():
     cls = next(t for t in cfg["tasks"] if t["kind"] == "classification")
     cls["head_kwargs"] = {"guide": "heart"}
     with pytest.raises(ConfigError, match=r"head_kwargs.guide.*not a segmentation task"):
+        load_experiment(data=cfg)
+    cls["head_kwargs"] = {"crop": True}  # a crop needs a box to cut to
+    with pytest.raises(ConfigError, match=r"head_kwargs.crop.*give guide too"):
         load_experiment(data=cfg)
 
 
@@ -226,3 +234,88 @@ def test_a_traced_grid_head_keeps_the_batch_size_free():
         traced = torch.jit.trace(eager, torch.randn(2, 1, 32, 32), check_trace=False)
         x = torch.randn(3, 1, 32, 32)
         torch.testing.assert_close(traced(x), eager(x))
+
+
+def test_crop_to_guide_resamples_the_widened_lung_box_to_the_input_size():
+    # a ramp along x: bilinear resampling of a box reproduces it inside the box
+    x = torch.arange(8.0).repeat(8, 1)[None, None].expand(2, 1, 8, 8).contiguous()
+    w = torch.zeros(2, 1, 8, 8)
+    w[0, 0, 2:6, 4:8] = 1.0  # columns 4-7, rows 2-5; image 1 has no lung above 0.5
+    xc, wc = crop_to_guide(x, w, margin=0.0)
+    assert xc.shape == wc.shape == (2, 1, 8, 8)
+    # output column j samples the box [4, 8) at 4 + (j + 0.5) / 2 (pixel edges): value - 0.5
+    want = torch.tensor([3.75 + 0.5 * j for j in range(8)]).clamp(max=7.0)
+    torch.testing.assert_close(xc[0, 0, 3], want)
+    assert (wc[0, 0, 1:-1, 1:-1] == 1.0).all()  # the box is lung all over
+    torch.testing.assert_close(xc[1], x[1])  # no lung: the image kept whole, to the pixel
+    torch.testing.assert_close(wc[1], w[1])
+    # the margin widens the box by a share of its size on each side, within the image
+    wide, _ = crop_to_guide(x, w, margin=0.25)  # columns 3-9 -> 3-8
+    assert wide[0, 0, 3, 0] < xc[0, 0, 3, 0]
+    assert wide[0, 0, 3, -1] == 7.0
+
+
+def test_a_cropping_head_reads_the_backbone_again_on_the_lung_box():
+    model = _model(LUNG, _tb(guide="lung", crop=True))
+    assert model.heads["tb"].crop
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    forward = model.backbone.forward_features
+    seen = []
+
+    def recording(x):
+        seen.append(x)
+        return forward(x)
+
+    model.backbone.forward_features = recording
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x)
+    assert len(seen) == 2  # the whole film (lung), then the lung box (TB)
+    feats = forward(x)
+    weights = torch.sigmoid(model.heads["lung"](feats, x))
+    xc, wc = crop_to_guide(x, weights)
+    torch.testing.assert_close(seen[1], xc)
+    want = model.heads["tb"].mlp(guided_mean(model.heads["tb"].convs(forward(xc)[-1]), wc))
+    torch.testing.assert_close(out["tb"], want)
+    # the TB loss trains the backbone through the crop, never the lung head
+    model.train()
+    model(x)["tb"].sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.heads["lung"].parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.backbone.parameters())
+
+
+def test_crop_needs_the_guide():
+    with pytest.raises(ValueError, match="crop cuts the input to the guide's box"):
+        _model(LUNG, _tb(crop=True))
+    plain = _model(_tb(guide="lung", crop=True))  # no lung head here: neither guide nor crop
+    assert plain.heads["tb"].guide is None and not plain.heads["tb"].crop
+    assert plain(torch.randn(1, 1, 32, 32))["tb"].shape == (1, 2)
+
+
+class _BoxLung(torch.nn.Module):
+    """A lung head that always sees lung in rows 4-19, columns 8-27 of a 32 px image."""
+
+    def forward(self, feats, x):
+        logits = torch.full((x.shape[0], 1, *x.shape[-2:]), -10.0)
+        logits[..., 4:20, 8:28] = 10.0
+        return logits
+
+
+def test_grad_cam_of_a_cropping_head_lies_where_the_box_was_cut():
+    from umsrep.derive import grad_cam
+    from umsrep.models.heads.classification import crop_boxes
+
+    model = _model(LUNG, _tb(guide="lung", crop=True))
+    model.heads["lung"] = _BoxLung()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():  # class 1's logit grows with every pooled feature: a map not all 0
+        for p in model.heads["tb"].mlp.parameters():
+            p.abs_()
+    heat = grad_cam(model, "tb", x, target_class=1)
+    assert heat.shape == (2, 1, 32, 32)
+    box = crop_boxes(torch.sigmoid(_BoxLung()(None, x)))[0].tolist()
+    assert box == pytest.approx([7.0, 3.2, 29.0, 20.8])  # columns 8-27, rows 4-19, +5 % a side
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[3:21, 7:29] = True
+    assert (heat[..., ~inside] == 0).all()  # nothing where the head never looked
+    assert (heat[..., inside] > 0).any()

@@ -116,12 +116,26 @@ def grad_cam(
             (grads,) = torch.autograd.grad(score, activation)
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        cam = _to_input_size(model, task, x, cam)
         peak = cam.amax(dim=(2, 3), keepdim=True)
         return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
     finally:
         for module, training in states:
             module.training = training
+
+
+def _to_input_size(model: MultiTaskModel, task: str, x: torch.Tensor,
+                   cam: torch.Tensor) -> torch.Tensor:
+    """``cam`` upsampled to ``x``'s size; a cropping head's (``crop=True``) put back where its
+    lung box was cut from ``x``."""
+    size = tuple(x.shape[-2:])
+    if not getattr(model.heads[task], "crop", False):
+        return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    from umsrep.models.heads import classification as cls  # lazy: bundles run without models
+
+    with torch.no_grad():
+        weights = torch.sigmoid(model.forward_task(x, model.guide_of(task)).float())
+    return cls.uncrop(cam, cls.crop_boxes(weights), size)
 
 
 def _target_classes(logits: torch.Tensor, target_class: int | None) -> torch.Tensor:

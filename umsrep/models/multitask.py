@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from umsrep.models.heads.classification import crop_to_guide
+
 
 class MultiTaskModel(nn.Module):
     """``forward(x) -> dict[task_name, output]``; ``forward_task(x, name)`` runs one head only."""
@@ -47,7 +49,13 @@ class MultiTaskModel(nn.Module):
                 # mode its batch-norm statistics still see these images, as in a joint step)
                 with torch.no_grad():
                     logits = self.heads[guide](feats, x)
-            out[name] = self.heads[name](feats, x, guide=torch.sigmoid(logits.float()))
+            weights = torch.sigmoid(logits.float())
+            if getattr(self.heads[name], "crop", False):  # the backbone again, on the guide's box
+                xc, weights = crop_to_guide(x, weights)
+                out[name] = self.heads[name](self.backbone.forward_features(xc), xc,
+                                             guide=weights)
+            else:
+                out[name] = self.heads[name](feats, x, guide=weights)
         return {n: out[n] for n in names}
 
     def guide_of(self, name: str) -> str | None:

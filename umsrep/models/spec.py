@@ -117,6 +117,7 @@ def _head_kwargs(task: Task, tasks: tuple[Task, ...]) -> dict:
         log.info("%s: no %r head in this network; its head pools the whole map", task.name,
                  guide)
         kwargs.pop("guide")
+        kwargs.pop("crop", None)  # nothing to cut to
     return kwargs
 
 

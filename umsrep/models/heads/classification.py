@@ -33,6 +33,12 @@ Two umsrep options, not in the paper:
   forgets where a feature lies; TB sits mostly in the upper lobes, and the lung box puts the
   apex in the same cells on every site's film whatever its borders, bands or field of view.
   The head's first layer takes ``G * G`` times the channels.
+- ``crop=True`` (guided heads only): the head reads the backbone again on the guide's box
+  (probability > 0.5, widened by ``CROP_MARGIN`` of its size on each side), cut from the input
+  and resized to the input's size (``crop_to_guide``), pooled under the guide cut the same
+  way. The lungs then fill the image the head sees, at a finer scale (a lung box is ~0.7 of a
+  film's width and height, so ~1.4x), and every site's film is framed alike whatever its
+  borders, bands or field of view. One more backbone pass for this head.
 """
 
 from __future__ import annotations
@@ -63,12 +69,15 @@ class ClassificationHead(nn.Module):
     def __init__(
         self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
         dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean",
-        grid: int = 0, conv_channels: int = 0,
+        grid: int = 0, conv_channels: int = 0, crop: bool = False,
     ) -> None:
         super().__init__()
         channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
         self.levels = len(channels)
         self.guide = guide or None
+        if crop and not self.guide:
+            raise ValueError("crop cuts the input to the guide's box: give guide too")
+        self.crop = bool(crop)
         if grid < 0:
             raise ValueError(f"grid must be >= 0, got {grid}")
         self.grid = grid
@@ -156,6 +165,50 @@ def guide_boxes(weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return torch.where(empty[:, None], full, boxes)
 
 
+CROP_MARGIN = 0.05
+
+
+def crop_boxes(weights: torch.Tensor, margin: float = CROP_MARGIN) -> torch.Tensor:
+    """``guide_boxes(weights)`` widened by ``margin`` of each box's size on each side, within
+    the image: ``[B, 4]`` ``(x1, y1, x2, y2)`` in pixel edges."""
+    h, w = weights.shape[-2:]
+    boxes = guide_boxes(weights)
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], device=weights.device)
+    hi = torch.tensor([w, h, w, h], device=weights.device, dtype=boxes.dtype)
+    return torch.minimum((boxes + sign * margin * size).clamp(min=0.0), hi)
+
+
+def crop_to_guide(x: torch.Tensor, weights: torch.Tensor,
+                  margin: float = CROP_MARGIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [B, C, H, W]`` and ``weights [B, 1, H, W]`` cut to ``crop_boxes(weights, margin)``,
+    each resized to ``H x W`` (``roi_align``, bilinear); an image without a pixel above 0.5 is
+    kept whole."""
+    boxes = crop_boxes(weights, margin)
+    index = torch.arange(boxes.size(0), device=x.device, dtype=boxes.dtype)
+    rois = torch.cat([index[:, None], boxes], dim=1)
+    kw = dict(output_size=tuple(x.shape[-2:]), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    return (roi_align(x.float(), rois, **kw).to(x.dtype),
+            roi_align(weights.float(), rois, **kw).to(weights.dtype))
+
+
+def uncrop(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``maps [B, C, h, w]`` over the crops of ``boxes [B, 4]`` (``crop_boxes``) put back where
+    they were cut in an image of ``size`` (bilinear), zero outside the box: the inverse of
+    ``crop_to_guide`` for a heatmap of what a cropping head saw."""
+    hh, ww = size
+    ys = torch.arange(hh, device=maps.device, dtype=torch.float32) + 0.5  # pixel centres
+    xs = torch.arange(ww, device=maps.device, dtype=torch.float32) + 0.5
+    b = boxes.float()
+    u = (xs[None, :] - b[:, 0:1]) / (b[:, 2:3] - b[:, 0:1]).clamp(min=1e-6) * 2 - 1  # [B, W]
+    v = (ys[None, :] - b[:, 1:2]) / (b[:, 3:4] - b[:, 1:2]).clamp(min=1e-6) * 2 - 1  # [B, H]
+    grid = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1)
+    out = F.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    inside = (grid.abs() <= 1).all(dim=-1)[:, None]  # [B, 1, H, W]
+    return (out * inside).to(maps.dtype)
+
+
 def guided_grid_mean(features: torch.Tensor, weights: torch.Tensor, boxes: torch.Tensor,
                      grid: int, eps: float = 1e-3) -> torch.Tensor:
     """``features [B, C, h, w]`` pooled to ``[B, C, grid, grid]`` cells over ``boxes [B, 4]``
@@ -188,6 +241,7 @@ def build_classification(
     pool: str = "mean",
     grid: int = 0,
     conv_channels: int = 0,
+    crop: bool = False,
 ) -> ClassificationHead:
     if num_classes is None:
         raise ValueError("classification head needs num_classes (e.g. num_classes=2)")
@@ -200,4 +254,5 @@ def build_classification(
         channels[-levels:] if levels > 1 else channels[-1], num_classes, hidden=hidden,
         dropout=dropout, guide=guide, convs=convs, pool=pool, grid=grid,
         conv_channels=scale_channels(conv_channels, width) if conv_channels > 0 else conv_channels,
+        crop=crop,
     )
