@@ -20,6 +20,7 @@ from analysis.significance import significance_table
 from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
 from analysis.tables import (
     DEFAULT_PRIMARY_METRICS,
+    across_runs,
     dataset_paper_table,
     dataset_splits,
     dataset_summary,
@@ -56,6 +57,10 @@ TABLE_CAPTIONS = {
     "time_to_quality": "Time to the baseline's quality: minutes until a strategy's validation "
     "metric first reaches the converged baseline's best (shared backbone / the baseline's "
     "denoiser included), mean over the folds that reached it",
+    "across_runs": "Across the runs of this report (seeds of one experiment, say): each run's "
+    "figure (its fold ensemble's, else its mean over folds), their mean, std, min and max; the "
+    "mean difference to the same run's baseline and in how many runs the strategy is not "
+    "worse than it",
 }
 
 
@@ -139,6 +144,7 @@ def build_tables(
         "cost_summary": cost_summary(data.stages),
         "head_costs": head_costs(data.stages),
         "time_to_quality": time_to_quality(data.stages, data.curves),
+        "across_runs": across_runs(summary, by_dataset, options.split),
     }
 
 
@@ -318,6 +324,9 @@ def render_report(
         ("significance", "Significance", sig),
         ("cost", "Compute cost", _cost_section(tables, many)),
     ]
+    if len(tables["across_runs"]):
+        sections.insert(1, ("runs", "Across runs", _html.table(
+            tables["across_runs"], "across_runs", TABLE_CAPTIONS["across_runs"])))
     if len(tables["denoising"]):
         sections.append(("denoising", "Denoising per noise level", _denoise_section(tables, many)))
     if len(data.trials):
@@ -327,7 +336,7 @@ def render_report(
     table_html = "".join(
         _html.table(df, name, TABLE_CAPTIONS[name], collapsed=name != "metrics")
         for name, df in tables.items()
-        if name not in ("overview", "significance")
+        if name not in ("overview", "significance", "across_runs")
     )
     if paper_reference:
         table_html += _html.table(

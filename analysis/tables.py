@@ -366,3 +366,53 @@ def overview_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+ACROSS_RUNS_COLUMNS = ["split", "task", "strategy", "metric", "n_runs", "mean", "std", "min",
+                       "max", "vs_baseline", "runs_not_worse"]
+
+
+def across_runs(summary: pd.DataFrame, by_dataset: pd.DataFrame | None = None,
+                split: str = "test") -> pd.DataFrame:
+    """Several runs of one experiment (its seeds, say) side by side: one row per split, task,
+    strategy and metric that two runs or more report. Each run gives one figure, its fold
+    ensemble's where it has one, else its mean over folds; ``mean``, ``std`` (ddof 1), ``min``
+    and ``max`` are over the runs. ``vs_baseline``: the mean over the runs of the strategy's
+    figure minus the baseline's of the same run; ``runs_not_worse``: in how many of the runs
+    that have both the strategy is at or above the baseline (at or below, for a loss). Empty
+    with fewer than two runs.
+
+    ``summary`` is :func:`metric_summary` of ``split``, ``by_dataset`` :func:`dataset_summary`
+    (its ``split`` column names each dataset's part). One seed's margin over the baseline can
+    be another seed's deficit: this table says how many seeds a conclusion holds for."""
+    frame = summary.assign(split=split)
+    if by_dataset is not None and len(by_dataset):
+        frame = pd.concat([frame, by_dataset], ignore_index=True)
+    if frame.empty or frame["run"].nunique() < 2:
+        return pd.DataFrame(columns=ACROSS_RUNS_COLUMNS)
+    frame = frame.assign(value=frame["ensemble"].astype(float).fillna(frame["mean"]))
+    group = ["split", "task", "metric"]
+    base = frame[frame["strategy"] == BASELINE].set_index(["run", *group])["value"]
+    rows = []
+    for (sp, task, strategy, metric), g in frame.groupby(
+            ["split", "task", "strategy", "metric"], sort=False):
+        values = g["value"].dropna()
+        if len(values) < 2:
+            continue
+        row = {"split": sp, "task": task, "strategy": strategy, "metric": metric,
+               "n_runs": len(values), "mean": values.mean(), "std": values.std(ddof=1),
+               "min": values.min(), "max": values.max(), "vs_baseline": np.nan,
+               "runs_not_worse": np.nan}
+        if strategy != BASELINE:
+            keys = [(r, sp, task, metric) for r in g.loc[values.index, "run"]]
+            paired = pd.Series(values.to_numpy(), index=pd.MultiIndex.from_tuples(keys))
+            b = base.reindex(paired.index)
+            diff = (paired - b).dropna()
+            if len(diff):
+                row["vs_baseline"] = diff.mean()
+                row["runs_not_worse"] = int((diff <= 0).sum() if metric == "loss"
+                                            else (diff >= 0).sum())
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=ACROSS_RUNS_COLUMNS).astype({"runs_not_worse": "Int64"})
+    return out.sort_values("split", kind="stable", key=lambda s: s != split).reset_index(
+        drop=True)

@@ -70,6 +70,9 @@ def test_report_has_every_figure_and_table(report):
     assert sum(i.startswith("m-") for i in ids) == 2 and sum(i.startswith("s-") for i in ids) == 2
     assert sum(i.startswith("t-") for i in ids) == 4
     for name in [*TABLE_CAPTIONS, "paper_published"]:
+        if name == "across_runs":  # one run: nothing to set beside it, no section, no table
+            assert 'id="runs"' not in html and 'download="across_runs.csv"' not in html
+            continue
         assert f'download="{name}.csv" href="data:text/csv;base64,' in html
     assert "paper (published)" in html
     for name in TABLE_CAPTIONS:
@@ -198,6 +201,12 @@ def test_report_scales_to_many_strategies_folds_and_runs(make_run, tmp_path):
     sig = pd.read_csv(tmp_path / "big_tables" / "significance.csv")
     assert list(sig.columns) == ["run", *SIGNIFICANCE_COLUMNS]
     assert set(sig["run"]) == {"site-0", "site-1"}
+    # two runs: each strategy's figures side by side, against each run's own baseline
+    across = pd.read_csv(tmp_path / "big_tables" / "across_runs.csv")
+    assert set(across["n_runs"]) == {2}
+    joint = across[(across["strategy"] == "joint") & (across["split"] == "test")]
+    assert len(joint) and joint["runs_not_worse"].between(0, 2).all()
+    assert 'id="runs"' in out.read_text()
 
 
 # --- headless Chromium ---

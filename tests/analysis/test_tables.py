@@ -6,6 +6,7 @@ from scipy import stats
 from analysis.stats import auc_over_images, compute_bootstrap_interval
 from analysis.tables import (
     SHARED_BACKBONE,
+    across_runs,
     compute_pooled_classification,
     denoise_table,
     ensemble_intervals,
@@ -236,3 +237,43 @@ def test_overview_picks_best_and_gain():
     assert over.loc["seg", "gain"] == pytest.approx(0.05)  # 0.91 - 0.86
     assert np.isnan(over.loc["seg", "p_holm"]) and not over.loc["seg", "significant"]
     assert (over.loc["rec", "best_strategy"], over.loc["rec", "metric"]) == ("independent", "loss")
+
+
+def _summary(rows):
+    """metric_summary-shaped rows: (run, task, strategy, metric, mean, ensemble)."""
+    return pd.DataFrame(rows, columns=["run", "task", "strategy", "metric", "mean", "ensemble"])
+
+
+def test_across_runs_gives_each_runs_figure_and_how_many_runs_beat_the_baseline():
+    summary = _summary([
+        ("seed0", "lung", "joint", "dice", 0.90, 0.96),  # the ensemble's figure counts
+        ("seed0", "lung", "baseline", "dice", 0.90, 0.95),
+        ("seed1", "lung", "joint", "dice", 0.94, np.nan),  # no ensemble: the fold mean
+        ("seed1", "lung", "baseline", "dice", 0.95, np.nan),
+        ("seed0", "lung", "joint", "loss", 0.30, np.nan),  # a loss: lower is not worse
+        ("seed0", "lung", "baseline", "loss", 0.40, np.nan),
+        ("seed1", "lung", "joint", "loss", 0.35, np.nan),
+        ("seed1", "lung", "baseline", "loss", 0.35, np.nan),
+        ("seed0", "lung", "joint", "iou", 0.90, np.nan),  # one run only: no row
+    ])
+    by_dataset = _summary([
+        ("seed0", "lung", "joint", "dice", 0.9, 0.97),
+        ("seed1", "lung", "joint", "dice", 0.9, 0.95),
+    ]).assign(split="test:montgomery")  # no baseline there: no difference to give
+    out = across_runs(summary, by_dataset).set_index(["split", "strategy", "metric"])
+    joint = out.loc[("test", "joint", "dice")]
+    assert joint["n_runs"] == 2 and joint["mean"] == pytest.approx(0.95)
+    assert (joint["min"], joint["max"]) == (0.94, 0.96)
+    assert joint["std"] == pytest.approx(np.std([0.96, 0.94], ddof=1))
+    assert joint["vs_baseline"] == pytest.approx(0.0)  # +0.01 and -0.01
+    assert joint["runs_not_worse"] == 1
+    loss = out.loc[("test", "joint", "loss")]
+    assert loss["vs_baseline"] == pytest.approx(-0.05) and loss["runs_not_worse"] == 2
+    base = out.loc[("test", "baseline", "dice")]
+    assert np.isnan(base["vs_baseline"]) and pd.isna(base["runs_not_worse"])
+    assert ("test", "joint", "iou") not in out.index
+    mont = out.loc[("test:montgomery", "joint", "dice")]
+    assert mont["mean"] == pytest.approx(0.96) and pd.isna(mont["runs_not_worse"])
+    assert list(across_runs(summary, by_dataset)["split"].unique()) == ["test", "test:montgomery"]
+    # one run: nothing to set side by side
+    assert across_runs(summary[summary["run"] == "seed0"]).empty
