@@ -332,7 +332,11 @@ class Experiment:
                 raise ConfigError(f"tasks[{i}].head_kwargs.guide",
                                   f"{guide!r} is not a segmentation task of this experiment "
                                   f"({', '.join(n for n, k in kinds.items() if k == 'segmentation') or 'none'})")
-            if t.head_kwargs.get("crop") and guide is None:
+            crop = t.head_kwargs.get("crop", False)
+            if not isinstance(crop, bool):  # "false" in quotes would be truthy: a crop
+                raise ConfigError(f"tasks[{i}].head_kwargs.crop",
+                                  f"must be true or false, got {crop!r}")
+            if crop and guide is None:
                 raise ConfigError(f"tasks[{i}].head_kwargs.crop",
                                   "crop cuts the input to the guide's box: give guide too")
         strategies = [s.name for s in self.strategies]

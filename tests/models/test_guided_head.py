@@ -97,6 +97,9 @@ def test_the_guide_must_be_a_segmentation_task_of_the_experiment():
     cls["head_kwargs"] = {"crop": True}  # a crop needs a box to cut to
     with pytest.raises(ConfigError, match=r"head_kwargs.crop.*give guide too"):
         load_experiment(data=cfg)
+    cls["head_kwargs"] = {"guide": "lung", "crop": "false"}  # a string would read as true
+    with pytest.raises(ConfigError, match=r"head_kwargs.crop.*true or false, got 'false'"):
+        load_experiment(data=cfg)
 
 
 def test_convs_widen_the_deepest_map_before_pooling():
