@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from umsrep.noise import NoiseConfig, add_noise, sample_noise
+from umsrep.noise import NoiseConfig, add_noise, mask_blocks, sample_noise
 
 
 def _gray(batch: int = 4, size: int = 64, level: float = 0.5):
@@ -80,3 +80,30 @@ def test_bad_noise_settings_are_refused():
         NoiseConfig(kinds=("salt",))
     with pytest.raises(ValueError, match="shape"):
         add_noise(x, mean, "gaussian", torch.tensor([1.0, 2.0]))
+
+
+def test_mask_blocks_blanks_whole_cells_at_the_given_rate():
+    x = torch.ones(64, 1, 18, 18)  # 18 px: the last row and column of 4 px cells are cut short
+    g = torch.Generator().manual_seed(0)
+    out = mask_blocks(x, 0.3, 4, g)
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+    cells = torch.nn.functional.pad(out, (0, 2, 0, 2), value=-1).unfold(2, 4, 4).unfold(3, 4, 4)
+    for cell in cells.reshape(-1, 16):
+        assert len(set(cell[cell >= 0].tolist())) == 1  # a cell is kept or blanked whole
+    assert 0.25 < float((cells[..., 0, 0] == 0).float().mean()) < 0.35
+    torch.testing.assert_close(out, mask_blocks(x, 0.3, 4, torch.Generator().manual_seed(0)))
+    assert mask_blocks(x, 0.0, 4) is x
+
+
+def test_sample_noise_masks_after_the_noise_with_the_same_generator():
+    x, mean = _gray(batch=8, size=32)
+    x = x + 0.3  # away from 0, so a blanked cell shows as exact zeros
+    cfg = NoiseConfig(sigmas=(10.0,), clip=False, mask=0.5, mask_block=8)
+    a = sample_noise(x, mean, cfg, torch.Generator().manual_seed(3))
+    b = sample_noise(x, mean, cfg, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+    zero = a == 0
+    assert 0.3 < float(zero.float().mean()) < 0.7
+    assert ((a - x)[~zero].std() * 255 - 10).abs() < 1.5  # the noise still on what is kept
+    with pytest.raises(ValueError, match="mask"):
+        NoiseConfig(mask=1.0)

@@ -102,6 +102,10 @@ class NoiseSettings:
     kinds: list[Literal["gaussian", "poisson"]] = field(default_factory=lambda: ["gaussian"])
     sigmas: list[float] = field(default_factory=lambda: [10.0, 20.0, 30.0, 40.0, 50.0])  # 0-255
     per_image: bool = True  # draw the kind and sigma per image (else per batch)
+    # masked blocks on top of the noise (umsrep/noise.py mask_blocks): this fraction of the
+    # mask_block x mask_block px cells of each image set to its mean grey, to be filled in
+    mask: float = 0.0
+    mask_block: int = 16
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,13 @@ class Experiment:
                 raise ConfigError("backbone.task", f"supervised pretraining needs one of {names}")
         if self.backbone.pretrain == "denoise" and self.backbone.head != "denoise":
             raise ConfigError("backbone.head", "denoise pretraining uses the 'denoise' head")
+        noise = self.backbone.noise
+        if not 0.0 <= noise.mask < 1.0:
+            raise ConfigError("backbone.noise.mask", f"a fraction of cells in [0, 1), got "
+                              f"{noise.mask}")
+        if noise.mask_block < 1 or noise.mask_block >= self.data.image_size:
+            raise ConfigError("backbone.noise.mask_block", f"cells of 1 px up to the model's "
+                              f"{self.data.image_size} px, got {noise.mask_block}")
         # train_for also refuses a strategy's unknown train keys and wrong types, naming it
         trains = [("train", self.train), ("backbone.train", self.backbone.train)] + [
             (f"strategies[{i}].train", self.train_for(s.name))

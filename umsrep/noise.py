@@ -11,6 +11,14 @@ scale and ``image_mean: [B]`` the per-image mean on the 0-1 scale. Noise is spec
   the two rows of Table 2 compare noise of equal power. (The other reading, signal-dependent shot
   noise ``Poisson(pixel)``, has no sigma at all, which the paper's "mu = sigma^2" rules out.)
 
+``mask`` (a fraction, 0 by default) adds masked-block corruption on top of the noise: the image
+is cut into ``mask_block`` x ``mask_block`` px cells and each cell, with probability ``mask``,
+is set to 0, the image's own mean grey in the normalized space, so the denoiser must fill it
+in from what surrounds it (the context encoder of Pathak et al. 2016; the block masking of
+MAE-style pretraining, He et al. 2022, for a convolutional network). Additive noise alone can
+be undone by local filters; a missing 16 px patch of a 128 px film can only be filled from the
+anatomy around it, which asks the encoder's deep features for more than edges.
+
 With ``clip=True`` (default) the noisy pixel is clipped to [0, 255], i.e. the normalized value to
 ``[-image_mean, 1 - image_mean]``, as a saved noisy image would be. The per-image mean is not
 recomputed after adding noise: the target is the clean image in the same normalized space.
@@ -64,15 +72,36 @@ def add_noise(
     return noisy
 
 
+def mask_blocks(
+    x: torch.Tensor, ratio: float, block: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``x: [B, C, H, W]`` (normalized) with each ``block`` x ``block`` px cell set to 0 (the
+    image's mean grey) with probability ``ratio``, drawn per image and cell with ``generator``."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+    if block < 1:
+        raise ValueError(f"mask block must be >= 1 px, got {block}")
+    if ratio == 0.0:
+        return x
+    b, _, h, w = x.shape
+    cells = (b, 1, -(-h // block), -(-w // block))
+    keep = torch.rand(cells, generator=generator, device=x.device) >= ratio
+    keep = keep.repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :h, :w]
+    return x * keep.to(x.dtype)
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Which noise ``sample_noise`` draws: a kind from ``kinds`` and a sigma from ``sigmas``
-    (0-255 scale), once per image (``per_image``) or once per batch."""
+    (0-255 scale), once per image (``per_image``) or once per batch; then, with ``mask`` > 0,
+    that fraction of ``mask_block`` px cells of every image masked (``mask_blocks``)."""
 
     kinds: tuple[str, ...] = ("gaussian",)
     sigmas: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0, 50.0)
     per_image: bool = True
     clip: bool = True
+    mask: float = 0.0
+    mask_block: int = 16
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -80,6 +109,9 @@ class NoiseConfig:
             raise ValueError(f"noise kinds {list(self.kinds)}: use one or more of {KINDS}")
         if not self.sigmas or any(s < 0 for s in self.sigmas):
             raise ValueError(f"noise sigmas {list(self.sigmas)}: give one or more values >= 0")
+        if not 0.0 <= self.mask < 1.0 or self.mask_block < 1:
+            raise ValueError(f"noise mask {self.mask} / mask_block {self.mask_block}: give a "
+                             "fraction in [0, 1) and a block of >= 1 px")
 
 
 def sample_noise(
@@ -102,4 +134,4 @@ def sample_noise(
             out[rows] = add_noise(
                 x[rows], image_mean[rows], kind, sigmas[rows], generator, clip=cfg.clip
             )
-    return out
+    return mask_blocks(out, cfg.mask, cfg.mask_block, generator)

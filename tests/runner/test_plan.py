@@ -57,11 +57,11 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
     in the change's notes."""
     from umsrep.runner.plan import backbone_key
 
-    def key(backbone_train: dict | None = None, **data) -> str:
+    def key(backbone_train: dict | None = None, noise: dict | None = None, **data) -> str:
+        bb = tiny_config["backbone"]
         cfg = {**tiny_config, "data": {**tiny_config["data"], **data},
-               "backbone": {**tiny_config["backbone"],
-                            "train": {**tiny_config["backbone"]["train"],
-                                      **(backbone_train or {})}}}
+               "backbone": {**bb, "train": {**bb["train"], **(backbone_train or {})},
+                            "noise": {**bb.get("noise", {}), **(noise or {})}}}
         return backbone_key(load_experiment(data=cfg), 0, "pool")
 
     plain = "18a256244a6a704c"  # tests/runner/conftest.py TINY, pool digest "pool"
@@ -70,6 +70,9 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
     assert key(fit="stretch", augment="none") == plain
     assert key({"checkpoint": "best", "monitor": "loss", "schedule": "plateau"}) == plain
     assert key({"schedule": "cosine"}) != plain
+    # masked blocks (added later): off by default, and then no part of the key
+    assert key(noise={"mask": 0.0, "mask_block": 16}) == plain
+    assert len({plain, key(noise={"mask": 0.3}), key(noise={"mask": 0.3, "mask_block": 8})}) == 3
     assert key(fit="pad") == "5c95faacf5c91681"
     # AUGMENT_VERSION 2 (the warp on half of the images): was 92b0b287eaf57f2f, fd7794fd624c0439
     assert key(augment="cxr") == "23ccfeb2d749a9b4"
@@ -89,6 +92,8 @@ def test_backbone_key_follows_what_pretraining_sees(tiny_config):
         ("search.space", {"learning_rate": {"type": "uniform", "low": 0, "high": 1}},
          "search.space.learning_rate"),
         ("strategies", [{"name": "joint"}, {"name": "joint"}], "strategies"),
+        ("backbone.noise.mask", 1.0, "backbone.noise.mask"),
+        ("backbone.noise.mask_block", 0, "backbone.noise.mask_block"),
     ],
 )
 def test_bad_experiment_is_refused_naming_the_key(tiny_config, path, value, key):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -89,6 +90,8 @@ def test_evaluate_reports_every_metric_and_denoise_per_noise_level(caplog, monke
         "poisson-10",
         "poisson-30",
     ]
+    masked = noise_levels(dataclasses.replace(noise, mask=0.3))
+    assert masked[0][0] == "gaussian-10+mask0.3" and masked[0][1].mask == 0.3
     ds = ToyCxr(8)
     assert set(ds.labels) == {0, 1}
     loaders = {t.name: DataLoader(ds, batch_size=3) for t in TASKS}

@@ -191,7 +191,8 @@ def with_hyperparameters(ctx: StageContext, stage: Stage,
 
 def noise_config(exp: Experiment) -> NoiseConfig:
     n = exp.backbone.noise
-    return NoiseConfig(kinds=tuple(n.kinds), sigmas=tuple(n.sigmas), per_image=n.per_image)
+    return NoiseConfig(kinds=tuple(n.kinds), sigmas=tuple(n.sigmas), per_image=n.per_image,
+                       mask=n.mask, mask_block=n.mask_block)
 
 
 def mask_cleanup(exp: Experiment) -> dict[str, Any] | None:

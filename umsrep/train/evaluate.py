@@ -113,10 +113,12 @@ def predict(
 def noise_levels(cfg: Any) -> list[tuple[str, Any]]:
     """``[(label, single-level config)]`` for each kind x sigma of a NoiseConfig.
 
-    Labels follow the metrics table: ``"gaussian-20"``, ``"poisson-30"``.
+    Labels follow the metrics table: ``"gaussian-20"``, ``"poisson-30"``; with masked blocks
+    (``cfg.mask``) ``"gaussian-20+mask0.3"``, every level being scored with them.
     """
+    masked = f"+mask{cfg.mask:g}" if getattr(cfg, "mask", 0.0) else ""
     return [
-        (f"{kind}-{sigma:g}", dataclasses.replace(cfg, kinds=(kind,), sigmas=(sigma,)))
+        (f"{kind}-{sigma:g}{masked}", dataclasses.replace(cfg, kinds=(kind,), sigmas=(sigma,)))
         for kind in cfg.kinds
         for sigma in cfg.sigmas
     ]
