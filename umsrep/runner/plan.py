@@ -74,9 +74,9 @@ def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
                          ("ema", 0.0)):  # as above
         if backbone["train"].get(key) == default:
             del backbone["train"][key]
-    for key, default in (("mask", 0.0), ("mask_block", 16)):  # noise options added later
-        if backbone["noise"].get(key) == default:
-            del backbone["noise"][key]
+    if not backbone["noise"].get("mask"):  # noise options added later; the block size means
+        backbone["noise"].pop("mask", None)  # nothing without masking
+        backbone["noise"].pop("mask_block", None)
     return exp.digest(backbone, exp.data.image_size, pool_ids_digest, exp.seed, *extra)
 
 
