@@ -56,17 +56,21 @@ def to_latex(df: pd.DataFrame, caption: str = "", digits: int = 3) -> str:
 
 
 def export_tables(
-    tables: dict[str, pd.DataFrame], folder: Path, captions: dict[str, str] | None = None
+    tables: dict[str, pd.DataFrame],
+    folder: Path,
+    captions: dict[str, str] | None = None,
+    data_only: tuple[str, ...] = (),
 ) -> list[Path]:
-    """Write each table as ``<name>.csv``, ``<name>.json`` and ``<name>.tex`` in ``folder``."""
+    """Write each table as ``<name>.csv``, ``<name>.json`` and ``<name>.tex`` in ``folder``;
+    the tables named in ``data_only`` (points to plot, not to print) without the ``.tex``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, df in tables.items():
-        for suffix, text in (
-            (".csv", df.to_csv(index=False)),
-            (".json", df.to_json(orient="records", indent=1)),
-            (".tex", to_latex(df, (captions or {}).get(name, name))),
-        ):
+        formats = [(".csv", df.to_csv(index=False)),
+                   (".json", df.to_json(orient="records", indent=1))]
+        if name not in data_only:
+            formats.append((".tex", to_latex(df, (captions or {}).get(name, name))))
+        for suffix, text in formats:
             path = folder / f"{name}{suffix}"
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_text(text, encoding="utf-8")

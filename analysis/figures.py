@@ -210,6 +210,34 @@ def cost_figure(costs: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
+def roc_figure(curves: pd.DataFrame, title: str) -> go.Figure:
+    """ROC curves of one (run, split, task) of :func:`analysis.roc.roc_curves`: one line per
+    strategy, its AUC in the legend, the chance diagonal dashed; hover gives the threshold."""
+    colors = strategy_colors(list(dict.fromkeys(curves["strategy"])))
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", hoverinfo="skip",
+                    line={"color": "#bbbbbb", "dash": "dash", "width": 1})
+    for strategy, g in curves.groupby("strategy", sort=False):
+        fig.add_scatter(
+            x=g["fpr"],
+            y=g["tpr"],
+            mode="lines",
+            name=f"{strategy} (AUC {g['auc'].iloc[0]:.3f})",
+            line={"color": colors[strategy]},
+            customdata=g["threshold"],
+            hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}, threshold %{customdata:.3f}",
+        )
+    first = curves.iloc[0]
+    fig.update_layout(
+        title=f"{title} ({first['source']}: {first['n']} images, {first['positives']} positive)",
+        height=420, width=560,
+        xaxis={"title": "false positive rate (1 - specificity)", "range": [0, 1]},
+        yaxis={"title": "true positive rate (sensitivity)", "range": [0, 1.02],
+               "scaleanchor": "x"},
+    )
+    return fig
+
+
 def denoise_figure(table: pd.DataFrame, title: str) -> go.Figure:
     """Denoising quality per noise level, one panel per metric, one line per model."""
     metrics = list(dict.fromkeys(table["metric"]))

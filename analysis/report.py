@@ -16,6 +16,7 @@ from analysis.environment import environment_section
 from analysis.export import export_tables
 from analysis.load import RunData, load_runs
 from analysis.reference import PaperReference, anchor_table, paper_frame
+from analysis.roc import roc_curves
 from analysis.significance import significance_table
 from analysis.stats import BOOTSTRAP_RESAMPLES, DEFAULT_IOU_THRESHOLD, pairwise_mcnemar
 from analysis.tables import (
@@ -57,6 +58,9 @@ TABLE_CAPTIONS = {
     "time_to_quality": "Time to the baseline's quality: minutes until a strategy's validation "
     "metric first reaches the converged baseline's best (shared backbone / the baseline's "
     "denoiser included), mean over the folds that reached it",
+    "roc": "ROC curves of the binary classification tasks, one row per point: per run, split "
+    "(val: held-out images pooled over the folds; test splits: the fold ensemble), task and "
+    "strategy, with the curve's AUC",
     "across_runs": "Across the runs of this report (seeds of one experiment, say): each run's "
     "figure (its fold ensemble's, else its mean over folds), their mean, std, min and max; the "
     "mean difference to the same run's baseline and in how many runs the strategy is not "
@@ -145,6 +149,7 @@ def build_tables(
         "head_costs": head_costs(data.stages),
         "time_to_quality": time_to_quality(data.stages, data.curves),
         "across_runs": across_runs(summary, by_dataset, options.split),
+        "roc": roc_curves(data.predictions),
     }
 
 
@@ -276,6 +281,21 @@ def _cost_section(t: dict[str, pd.DataFrame], many: bool) -> str:
          if len(quality) else "")
 
 
+def _roc_section(curves: pd.DataFrame, many: bool) -> str:
+    """One ROC figure per run, split and task: held-out folds first, then the test splits."""
+    order = sorted(dict.fromkeys(curves["split"]), key=lambda s: (s != "val", s != "test", s))
+    out = [_html.paragraph(
+        "Binary classification tasks. val: every held-out image scored by the fold model that "
+        "held it out, pooled over the folds (the models' scores taken as one scale); test "
+        "splits: the fold ensemble. The points are the table roc (roc.csv among the report's tables).")]
+    for split in order:
+        for (run, task), g in curves[curves["split"] == split].groupby(["run", "task"],
+                                                                        sort=False):
+            fig = figures.roc_figure(g, _title(run, f"{task} · {split}", many))
+            out.append(_html.figure(fig, _html.slug(f"roc-{run}-{split}-{task}")))
+    return "".join(out)
+
+
 def _denoise_section(t: dict[str, pd.DataFrame], many: bool) -> str:
     return "".join(
         _html.figure(
@@ -321,6 +341,8 @@ def render_report(
             _metric_html.dataset_section(data, tables, s, options.split, paper_reference)
             for s in dataset_splits(data.metrics, options.split)
         ),
+        *([("roc", "ROC curves", _roc_section(tables["roc"], many))] if len(tables["roc"])
+          else []),
         ("significance", "Significance", sig),
         ("cost", "Compute cost", _cost_section(tables, many)),
     ]
@@ -336,7 +358,7 @@ def render_report(
     table_html = "".join(
         _html.table(df, name, TABLE_CAPTIONS[name], collapsed=name != "metrics")
         for name, df in tables.items()
-        if name not in ("overview", "significance", "across_runs")
+        if name not in ("overview", "significance", "across_runs", "roc")
     )
     if paper_reference:
         table_html += _html.table(
@@ -375,6 +397,6 @@ def write_report(
     tmp.write_text(render_report(data, tables, paper_reference, options), encoding="utf-8")
     tmp.replace(out)
     if tables_dir is not None:
-        export_tables(tables, Path(tables_dir), TABLE_CAPTIONS)
+        export_tables(tables, Path(tables_dir), TABLE_CAPTIONS, data_only=("roc",))
     log.info("report written to %s", out)
     return out

@@ -65,18 +65,29 @@ def test_report_is_self_contained(report):
 def test_report_has_every_figure_and_table(report):
     html = report.read_text()
     ids = figure_ids(html)
-    # metrics + significance per task (2 tasks), one cost, one denoising, 2 sweeps x (parcoords + history)
-    assert len(ids) == len(set(ids)) == 10
+    # metrics + significance per task (2 tasks), one cost, one denoising, 2 sweeps x (parcoords
+    # + history), the classification task's ROC curves on the held-out folds and the test set
+    assert len(ids) == len(set(ids)) == 12
     assert sum(i.startswith("m-") for i in ids) == 2 and sum(i.startswith("s-") for i in ids) == 2
     assert sum(i.startswith("t-") for i in ids) == 4
+    assert sorted(i for i in ids if i.startswith("roc-")) == [
+        "roc-cxr-hetero-test-abnormality", "roc-cxr-hetero-val-abnormality"]
     for name in [*TABLE_CAPTIONS, "paper_published"]:
         if name == "across_runs":  # one run: nothing to set beside it, no section, no table
             assert 'id="runs"' not in html and 'download="across_runs.csv"' not in html
             continue
+        if name == "roc":  # curve points: drawn, and written beside the others, not printed
+            assert 'download="roc.csv"' not in html and 'id="roc"' in html
+            continue
         assert f'download="{name}.csv" href="data:text/csv;base64,' in html
     assert "paper (published)" in html
     for name in TABLE_CAPTIONS:
-        assert (report.parent / "tables" / f"{name}.tex").read_text().startswith("\\begin{table}")
+        tex = report.parent / "tables" / f"{name}.tex"
+        assert (report.parent / "tables" / f"{name}.csv").is_file()
+        if name == "roc":
+            assert not tex.exists()
+            continue
+        assert tex.read_text().startswith("\\begin{table}")
 
 
 def test_overview_answers_which_strategy_wins(report):
@@ -193,10 +204,12 @@ def test_report_scales_to_many_strategies_folds_and_runs(make_run, tmp_path):
     ]
     out = write_report(runs, tmp_path / "big.html", tables_dir=tmp_path / "big_tables")
     ids = figure_ids(out.read_text())
-    # per run: 2 tasks x (metrics + significance) + cost + denoising; one figure per task keeps each small
-    assert len(ids) == 2 * 6
+    # per run: 2 tasks x (metrics + significance) + cost + denoising + the classification
+    # task's ROC on the held-out folds and the test set; one figure per task keeps each small
+    assert len(ids) == 2 * 8
     titles = {k: v["title"]["text"] for k, v in figure_layouts(out.read_text()).items()}
     assert titles["m-site-0-abnormality"] == "site-0 · abnormality"
+    assert titles["roc-site-1-test-abnormality"].startswith("site-1 · abnormality · test (")
     # rows of two runs need telling apart: the significance table gains a run column
     sig = pd.read_csv(tmp_path / "big_tables" / "significance.csv")
     assert list(sig.columns) == ["run", *SIGNIFICANCE_COLUMNS]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from umsrep.metrics import compute_accuracy, compute_auc, compute_f1, compute_mcc
+from umsrep.metrics import compute_accuracy, compute_auc, compute_f1, compute_mcc, compute_roc
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
@@ -155,3 +155,15 @@ def test_bad_inputs_are_refused_with_a_reason() -> None:
         compute_mcc([], [])
     with pytest.raises(ValueError, match="score is 1-D"):
         compute_auc([0, 1, 2], [0.1, 0.5, 0.9])
+
+
+def test_roc_curve_corners_and_its_area_is_the_auc():
+    y, s = [0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.8, 0.9]
+    fpr, tpr, thresholds = compute_roc(y, s)
+    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert thresholds == sorted(thresholds, reverse=True)
+    assert len(fpr) == len(set(s)) + 1  # one point per distinct score, and the origin
+    area = np.trapezoid(tpr, fpr)
+    assert area == pytest.approx(compute_auc(y, s))
+    with pytest.raises(ValueError, match="both classes"):
+        compute_roc([1, 1], [0.2, 0.3])

@@ -17,7 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from umsrep.metrics.classification import compute_accuracy, compute_auc, compute_f1, compute_mcc
+from umsrep.metrics.classification import (
+    compute_accuracy,
+    compute_auc,
+    compute_f1,
+    compute_mcc,
+    compute_roc,
+)
 from umsrep.metrics.image_quality import (
     MS_SSIM_BETAS,
     compute_ms_ssim,
@@ -115,6 +121,7 @@ __all__ = [
     "MS_SSIM_BETAS",
     "compute_accuracy",
     "compute_auc",
+    "compute_roc",
     "compute_dice",
     "compute_dice_per_image",
     "compute_f1",

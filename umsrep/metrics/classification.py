@@ -1,4 +1,4 @@
-"""Classification metrics: accuracy, F1, MCC (labels in) and ROC AUC (scores in).
+"""Classification metrics: accuracy, F1, MCC (labels in), ROC AUC and the ROC curve (scores in).
 
 Labels are integer class indices ``[N]`` (0..C-1). Binary tasks have C = 2 with 1 as the
 positive class. The number of classes is ``num_classes`` when given, otherwise
@@ -16,6 +16,7 @@ import torch
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_f1_score,
+    binary_roc,
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_f1_score,
@@ -111,3 +112,17 @@ def compute_auc(y_true: ArrayLike, score: ArrayLike) -> float:
         warnings.simplefilter("ignore", UserWarning)
         per_class = multiclass_auroc(scores, true, num_classes=n, average="none")
     return float(per_class[present].mean())
+
+
+def compute_roc(y_true: ArrayLike, score: ArrayLike) -> tuple[list[float], list[float], list[float]]:
+    """The binary ROC curve: ``(fpr, tpr, thresholds)`` from ``y_true`` ``[N]`` (0/1) and
+    ``score`` ``[N]`` (of class 1), from (0, 0) to (1, 1), one point per distinct score
+    (torchmetrics ``binary_roc``; the first threshold is 1, no sample above it). Raises
+    ``ValueError`` unless both classes are present."""
+    true = labels_to_long(y_true, "y_true")
+    scores = to_tensor(score, "score").float()
+    check_same_length(true, scores, ("y_true", "score"))
+    if scores.ndim != 1 or set(torch.unique(true).tolist()) != {0, 1}:
+        raise ValueError("compute_roc needs 1-D scores and labels of both classes 0 and 1")
+    fpr, tpr, thresholds = binary_roc(scores, true)
+    return fpr.tolist(), tpr.tolist(), thresholds.tolist()
