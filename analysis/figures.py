@@ -229,11 +229,13 @@ def roc_figure(curves: pd.DataFrame, title: str) -> go.Figure:
         )
     first = curves.iloc[0]
     fig.update_layout(
-        title=f"{title} ({first['source']}: {first['n']} images, {first['positives']} positive)",
-        height=420, width=560,
-        xaxis={"title": "false positive rate (1 - specificity)", "range": [0, 1]},
-        yaxis={"title": "true positive rate (sensitivity)", "range": [0, 1.02],
-               "scaleanchor": "x"},
+        title=f"{title}<br><sup>{first['source']}: {first['n']} images, "
+              f"{first['positives']} positive</sup>",
+        height=460,
+        xaxis={"title": "false positive rate (1 - specificity)", "range": [-0.01, 1.01],
+               "constrain": "domain"},
+        yaxis={"title": "true positive rate (sensitivity)", "range": [-0.01, 1.01],
+               "scaleanchor": "x", "constrain": "domain"},
     )
     return fig
 

@@ -209,7 +209,7 @@ def test_report_scales_to_many_strategies_folds_and_runs(make_run, tmp_path):
     assert len(ids) == 2 * 8
     titles = {k: v["title"]["text"] for k, v in figure_layouts(out.read_text()).items()}
     assert titles["m-site-0-abnormality"] == "site-0 · abnormality"
-    assert titles["roc-site-1-test-abnormality"].startswith("site-1 · abnormality · test (")
+    assert titles["roc-site-1-test-abnormality"].startswith("site-1 · abnormality · test<br>")
     # rows of two runs need telling apart: the significance table gains a run column
     sig = pd.read_csv(tmp_path / "big_tables" / "significance.csv")
     assert list(sig.columns) == ["run", *SIGNIFICANCE_COLUMNS]
