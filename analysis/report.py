@@ -287,7 +287,8 @@ def _roc_section(curves: pd.DataFrame, many: bool) -> str:
     out = [_html.paragraph(
         "Binary classification tasks. val: every held-out image scored by the fold model that "
         "held it out, pooled over the folds (the models' scores taken as one scale); test "
-        "splits: the fold ensemble. The points are the table roc (roc.csv among the report's tables).")]
+        "splits: the fold ensemble. The points are the table roc (roc.csv among the report's "
+        "tables).")]
     for split in order:
         for (run, task), g in curves[curves["split"] == split].groupby(["run", "task"],
                                                                         sort=False):

@@ -114,11 +114,14 @@ def compute_auc(y_true: ArrayLike, score: ArrayLike) -> float:
     return float(per_class[present].mean())
 
 
-def compute_roc(y_true: ArrayLike, score: ArrayLike) -> tuple[list[float], list[float], list[float]]:
+def compute_roc(
+    y_true: ArrayLike, score: ArrayLike
+) -> tuple[list[float], list[float], list[float]]:
     """The binary ROC curve: ``(fpr, tpr, thresholds)`` from ``y_true`` ``[N]`` (0/1) and
-    ``score`` ``[N]`` (of class 1), from (0, 0) to (1, 1), one point per distinct score
-    (torchmetrics ``binary_roc``; the first threshold is 1, no sample above it). Raises
-    ``ValueError`` unless both classes are present."""
+    ``score`` ``[N]`` (the probability of class 1), from (0, 0) to (1, 1), one point per
+    distinct score, thresholds falling (torchmetrics ``binary_roc``, which reads scores outside
+    0-1 as logits and thresholds their sigmoid: the same curve). Raises ``ValueError`` unless
+    both classes are present."""
     true = labels_to_long(y_true, "y_true")
     scores = to_tensor(score, "score").float()
     check_same_length(true, scores, ("y_true", "score"))
