@@ -40,12 +40,14 @@ def roc_curves(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per point of each binary classification task's ROC curve (columns
     :data:`COLUMNS`; ``auc`` repeated on every point of its curve), for every split of
     ``predictions`` (a ``predictions.parquet`` table with a ``run`` column). Segmentation rows
-    (``iou`` set), unlabelled images (``y_true`` -1) and tasks of more than two classes are left
-    out, and so is a curve whose images hold one class only."""
+    (``iou`` set), unlabelled images (``y_true`` -1) and tasks of more than two classes (a label or a
+    prediction above 1) are left out, and so is a curve whose images hold one class only."""
     rows = []
     cls = predictions[predictions["iou"].isna() & (predictions["y_true"] >= 0)]
     for (run, split, task), g in cls.groupby(["run", "split", "task"], sort=False):
-        if not set(g["y_true"].unique()) <= {0, 1}:
+        # a task of more classes scores the predicted class, not class 1: its predictions
+        # name a class above 1 somewhere, though a split may hold labels 0 and 1 only
+        if not set(g["y_true"].unique()) | set(g["y_pred"].unique()) <= {0, 1}:
             continue
         for strategy in order_strategies(g["strategy"]):
             scores, source = _scores(g[g["strategy"] == strategy], str(split))

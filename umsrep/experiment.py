@@ -325,8 +325,9 @@ class Experiment:
             raise ConfigError("backbone.noise.mask", f"a fraction of cells in [0, 1), got "
                               f"{noise.mask}")
         if noise.mask_block < 1 or noise.mask_block >= self.data.image_size:
-            raise ConfigError("backbone.noise.mask_block", f"cells of 1 px up to the model's "
-                              f"{self.data.image_size} px, got {noise.mask_block}")
+            raise ConfigError("backbone.noise.mask_block", f"cells of 1 px or more, smaller "
+                              f"than the model's {self.data.image_size} px, got "
+                              f"{noise.mask_block}")
         # train_for also refuses a strategy's unknown train keys and wrong types, naming it
         trains = [("train", self.train), ("backbone.train", self.backbone.train)] + [
             (f"strategies[{i}].train", self.train_for(s.name))

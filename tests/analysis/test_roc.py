@@ -37,6 +37,11 @@ def predictions() -> pd.DataFrame:
         rows += _rows(fold, "joint", "view", "test:montgomery", ids, np.arange(20) % 3,
                       rng.uniform(0, 1, 20))  # three classes
         rows += _rows(fold, "joint", "tb", "test:jsrt", ids[:4], [0] * 4, [0.2] * 4)
+        # three classes, though this split holds labels 0 and 1 only: its score is the
+        # predicted class's probability, no curve to draw from it
+        grade = _rows(fold, "joint", "grade", "test:montgomery", ids, y, rng.uniform(0, 1, 20))
+        grade[0]["y_pred"] = 2
+        rows += grade
     # the fold ensemble of joint separates the classes perfectly
     rows += _rows(-1, "joint", "tb", "test:montgomery", ids, y, 0.2 + 0.6 * y)
     return pd.DataFrame(rows).astype(PREDICTIONS_COLUMNS).assign(run="r")

@@ -116,7 +116,7 @@ def noise_levels(cfg: Any) -> list[tuple[str, Any]]:
     Labels follow the metrics table: ``"gaussian-20"``, ``"poisson-30"``; with masked blocks
     (``cfg.mask``) ``"gaussian-20+mask0.3"``, every level being scored with them.
     """
-    masked = f"+mask{cfg.mask:g}" if getattr(cfg, "mask", 0.0) else ""
+    masked = f"+mask{cfg.mask:g}" if cfg.mask else ""
     return [
         (f"{kind}-{sigma:g}{masked}", dataclasses.replace(cfg, kinds=(kind,), sigmas=(sigma,)))
         for kind in cfg.kinds
