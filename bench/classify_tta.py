@@ -16,8 +16,14 @@ all of them, in the first view of the list, every other layer in eval mode), the
 ``+adabn``. It answers whether a site's shift in feature statistics is what costs the external
 AUC.
 
+Two probes of where a guided TB head looks, for the notes of ``sweeps/cxr_public.yaml``:
+``--trim`` cuts each film's black edge bands off before its views (``trim_black_edges``;
+Montgomery's landscape films come letterboxed), ``--dilate-guide PX`` pools every guided head
+under its lung weights widened by PX pixels (``dilated_guide``; the Shenzhen masks the lung head
+learnt leave out opaque lung, where TB shows). Both change only what the trained models see.
+
     python bench/classify_tta.py RUN_DIR --ensembles [--task abnormal] [--adapt-bn] \
-        [--tta "pad;pad,stretch;pad,shift:4;pad,stretch,shift:4"]
+        [--trim] [--dilate-guide PX] [--tta "pad;pad,stretch;pad,shift:4;pad,stretch,shift:4"]
 """
 
 from __future__ import annotations
@@ -51,7 +57,61 @@ def adapt_batch_norm(model, images, batch_size: int = 16):
     return adapted.eval()
 
 
+def trim_black_edges(pixels, level: float = 0.03):
+    """``pixels`` without the black rows and columns at its edges (letterbox bands): an edge
+    row or column goes while its mean is under ``level`` of the full scale."""
+    import numpy as np
+
+    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    rows = pixels.mean(1) / scale >= level
+    cols = pixels.mean(0) / scale >= level
+    if not rows.any() or not cols.any():
+        return pixels
+    r = np.flatnonzero(rows)
+    c = np.flatnonzero(cols)
+    return pixels[r[0]:r[-1] + 1, c[0]:c[-1] + 1]
+
+
 def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--task", default="abnormal")
+    p.add_argument("--ensembles", action="store_true", help="the fold ensembles, not the folds")
+    p.add_argument("--tta", default="pad;pad,stretch;pad,shift:4;pad,stretch,shift:4")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="also score with batch-norm statistics of each dataset's images")
+    p.add_argument("--trim", action="store_true",
+                   help="cut black edge bands off each film before its views (trim_black_edges)")
+    p.add_argument("--dilate-guide", type=int, default=0, metavar="PX",
+                   help="widen a guided head's lung weights by PX pixels (a max filter) before "
+                   "it pools: does the guide hide opaque lung the Shenzhen masks leave out?")
+    args = p.parse_args(argv)
+    with dilated_guide(args.dilate_guide):
+        return _score(args)
+
+
+def dilated_guide(pixels: int):
+    """A context in which every guided classification head pools under its guide widened by
+    ``pixels`` (a max filter of side ``2 * pixels + 1`` on the guide's full-size weights); a
+    no-op for 0."""
+    import contextlib
+    from unittest import mock
+
+    import torch.nn.functional as F
+
+    from umsrep.models.heads import classification as head_module
+
+    if not pixels:
+        return contextlib.nullcontext()
+    plain = head_module.guided_mean
+
+    def dilated(features, weights, eps=1e-3):
+        return plain(features, F.max_pool2d(weights, 2 * pixels + 1, 1, pixels), eps)
+
+    return mock.patch.object(head_module, "guided_mean", dilated)
+
+
+def _score(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
     import torch
@@ -63,14 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     from umsrep.predict import load_model_dir
     from umsrep.runner.data import load_run_data
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--task", default="abnormal")
-    p.add_argument("--ensembles", action="store_true", help="the fold ensembles, not the folds")
-    p.add_argument("--tta", default="pad;pad,stretch;pad,shift:4;pad,stretch,shift:4")
-    p.add_argument("--adapt-bn", action="store_true",
-                   help="also score with batch-norm statistics of each dataset's images")
-    args = p.parse_args(argv)
     torch.set_num_threads(2)
     data = load_run_data(args.run_dir)
     index = data.index.iloc[data.external].reset_index(drop=True)
@@ -93,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         labelled = index[index[task["column"]].astype(str).isin(classes)]
         size, contrast = int(meta["image_size"]), meta.get("contrast", "none")
         name = folder.name if args.ensembles else folder.parent.name
-        pixels = {str(r.sample_id): apply_contrast(load_image(r.image_path), contrast)
+        trim = trim_black_edges if args.trim else (lambda a: a)
+        pixels = {str(r.sample_id): apply_contrast(trim(load_image(r.image_path)), contrast)
                   for r in labelled.itertuples(index=False)}
         y = labelled[task["column"]].astype(str).map(classes.index).to_numpy()
         datasets = labelled["dataset"].astype(str).to_numpy()

@@ -388,6 +388,45 @@ def test_adapt_batch_norm_holds_the_target_images_statistics_and_leaves_the_mode
     assert not torch.allclose(adapted[1].running_mean, before)
 
 
+def test_trim_black_edges_cuts_letterbox_bands_and_nothing_else():
+    """``bench/classify_tta.py --trim``: black rows and columns at a film's edges go (a
+    Montgomery-like band at the bottom, a frame), dark rows inside the film stay, and a film
+    that is black throughout comes back whole."""
+    bench = _load_bench("classify_tta")
+    film = np.full((40, 30), 120, np.uint8)
+    film[20] = 0  # a dark row inside the film is anatomy, not a band
+    banded = np.zeros((50, 34), np.uint8)
+    banded[2:42, 2:32] = film  # a 2 px frame and an 8 px band at the bottom
+    np.testing.assert_array_equal(bench.trim_black_edges(banded), film)
+    np.testing.assert_array_equal(bench.trim_black_edges(film), film)
+    wide = np.zeros((10, 10), np.uint16)
+    wide[:, 3:] = 30000  # 16-bit films on their own scale
+    assert bench.trim_black_edges(wide).shape == (10, 7)
+    black = np.zeros((6, 6), np.uint8)
+    assert bench.trim_black_edges(black) is black
+
+
+def test_dilated_guide_widens_the_guide_of_guided_pooling_only_inside_its_context():
+    """``--dilate-guide PX``: within the context a guided head's mean takes in the features
+    next to the lung (a max filter of the weights); outside it, and with 0, pooling is as
+    trained."""
+    from umsrep.models.heads import classification as head_module
+
+    bench = _load_bench("classify_tta")
+    feats = torch.zeros(1, 1, 8, 8)
+    feats[..., 4:, :] = 1.0  # feature only below the lung
+    guide = torch.zeros(1, 1, 8, 8)
+    guide[..., 2:4, :] = 1.0  # the lung: rows 2-3
+    plain = float(head_module.guided_mean(feats, guide))
+    with bench.dilated_guide(1):
+        widened = float(head_module.guided_mean(feats, guide))
+    assert plain == pytest.approx(0.0, abs=1e-6)
+    assert widened == pytest.approx(0.25, abs=1e-3)  # rows 1-4 weighed, row 4 holds the feature
+    assert float(head_module.guided_mean(feats, guide)) == pytest.approx(plain)
+    with bench.dilated_guide(0):
+        assert float(head_module.guided_mean(feats, guide)) == pytest.approx(plain)
+
+
 def test_bench_classify_tta_scores_each_view_with_and_without_adapted_batch_norm(
         two_fold_run, capsys):
     """``--adapt-bn`` on a real run folder's fold ensembles: each view list gets a ``+adabn``
