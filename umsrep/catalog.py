@@ -27,8 +27,8 @@ CATALOG: dict[str, dict[str, tuple[str, ...] | None]] = {
         "resnet34": ("in_chans", "state_dict_path"),
     },
     "head": {
-        "classification": ("conv_channels", "convs", "crop", "dropout", "grid", "guide", "hidden",
-                           "levels", "pool"),
+        "classification": ("conv_channels", "convs", "crop", "dilate", "dropout", "grid", "guide",
+                           "hidden", "levels", "pool"),
         "denoise": (),
         "seg_cdae": ("skips",),
         "seg_dilated": ("source",),

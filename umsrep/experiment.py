@@ -351,6 +351,13 @@ class Experiment:
             if crop and guide is None:
                 raise ConfigError(f"tasks[{i}].head_kwargs.crop",
                                   "crop cuts the input to the guide's box: give guide too")
+            dilate = t.head_kwargs.get("dilate", 0)
+            if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
+                raise ConfigError(f"tasks[{i}].head_kwargs.dilate",
+                                  f"must be a whole number of pixels >= 0, got {dilate!r}")
+            if dilate and guide is None:
+                raise ConfigError(f"tasks[{i}].head_kwargs.dilate",
+                                  "dilate widens the guide's weights: give guide too")
         strategies = [s.name for s in self.strategies]
         if len(set(strategies)) != len(strategies):
             raise ConfigError("strategies", "each strategy at most once")

@@ -100,6 +100,15 @@ def test_the_guide_must_be_a_segmentation_task_of_the_experiment():
     cls["head_kwargs"] = {"guide": "lung", "crop": "false"}  # a string would read as true
     with pytest.raises(ConfigError, match=r"head_kwargs.crop.*true or false, got 'false'"):
         load_experiment(data=cfg)
+    cls["head_kwargs"] = {"dilate": 4}  # nothing to widen
+    with pytest.raises(ConfigError, match=r"head_kwargs.dilate.*give guide too"):
+        load_experiment(data=cfg)
+    for bad in (-1, 2.5, True):
+        cls["head_kwargs"] = {"guide": "lung", "dilate": bad}
+        with pytest.raises(ConfigError, match=r"head_kwargs.dilate.*whole number of pixels"):
+            load_experiment(data=cfg)
+    cls["head_kwargs"] = {"guide": "lung", "dilate": 4}
+    assert load_experiment(data=cfg).tasks[-1].head_kwargs["dilate"] == 4
 
 
 def test_convs_widen_the_deepest_map_before_pooling():
@@ -322,3 +331,31 @@ def test_grad_cam_of_a_cropping_head_lies_where_the_box_was_cut():
     inside[3:21, 7:29] = True
     assert (heat[..., ~inside] == 0).all()  # nothing where the head never looked
     assert (heat[..., inside] > 0).any()
+
+
+def test_dilate_widens_the_guide_the_head_pools_under():
+    """``dilate=N``: a max filter of side 2N + 1 on the guide's weights, then the same guided
+    pooling: a feature just outside the predicted lung now counts; ``dilate`` needs the guide
+    and falls away with it in a network without the guide's head."""
+    from umsrep.models.heads.classification import dilate_guide
+
+    w = torch.zeros(1, 1, 8, 8)
+    w[..., 3, 3] = 1.0
+    wide = dilate_guide(w, 1)
+    assert wide.sum() == 9 and wide[..., 2:5, 2:5].eq(1).all()
+    assert dilate_guide(w, 0) is w
+    model = _model(LUNG, _tb(guide="lung", dilate=4))
+    assert model.heads["tb"].dilate == 4
+    x = torch.randn(2, 1, 32, 32)
+    feats = model.backbone.forward_features(x)
+    weights = torch.sigmoid(model.heads["lung"](feats, x))
+    head = model.heads["tb"]
+    want = head.mlp(guided_mean(head.convs(feats[-1]), dilate_guide(weights, 4)))
+    torch.testing.assert_close(model(x)["tb"], want)
+    assert not torch.allclose(want, head.mlp(guided_mean(head.convs(feats[-1]), weights)))
+    with pytest.raises(ValueError, match="dilate widens the guide"):
+        _model(LUNG, _tb(dilate=2))
+    with pytest.raises(ValueError, match="dilate must be >= 0"):
+        _model(LUNG, _tb(guide="lung", dilate=-1))
+    plain = _model(_tb(guide="lung", dilate=4))  # no lung head: whole-map pooling
+    assert plain.heads["tb"].guide is None and plain.heads["tb"].dilate == 0

@@ -118,6 +118,7 @@ def _head_kwargs(task: Task, tasks: tuple[Task, ...]) -> dict:
                  guide)
         kwargs.pop("guide")
         kwargs.pop("crop", None)  # nothing to cut to
+        kwargs.pop("dilate", None)  # nor to widen
     return kwargs
 
 

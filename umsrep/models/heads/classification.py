@@ -39,6 +39,11 @@ Two umsrep options, not in the paper:
   way. The lungs then fill the image the head sees, at a finer scale (a lung box is ~0.7 of a
   film's width and height, so ~1.4x), and every site's film is framed alike whatever its
   borders, bands or field of view. One more backbone pass for this head.
+- ``dilate=N`` (guided heads only): the guide's weights are widened by N pixels of the input
+  (a max filter of side 2N + 1, ``dilate_guide``) before the head pools under them. The
+  Shenzhen masks a lung head learns from leave out opaque lung (consolidation, effusion: where
+  TB shows) that other sites' masks include, so the predicted mask may stop short of the
+  disease; widening it takes in the lung's edge and what lies just outside it.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class ClassificationHead(nn.Module):
     def __init__(
         self, in_channels: int | list[int], num_classes: int, *, hidden: int = 256,
         dropout: float = 0.5, guide: str | None = None, convs: int = 0, pool: str = "mean",
-        grid: int = 0, conv_channels: int = 0, crop: bool = False,
+        grid: int = 0, conv_channels: int = 0, crop: bool = False, dilate: int = 0,
     ) -> None:
         super().__init__()
         channels = [in_channels] if isinstance(in_channels, int) else list(in_channels)
@@ -78,6 +83,11 @@ class ClassificationHead(nn.Module):
         if crop and not self.guide:
             raise ValueError("crop cuts the input to the guide's box: give guide too")
         self.crop = bool(crop)
+        if dilate < 0:
+            raise ValueError(f"dilate must be >= 0, got {dilate}")
+        if dilate and not self.guide:
+            raise ValueError("dilate widens the guide's weights: give guide too")
+        self.dilate = int(dilate)
         if grid < 0:
             raise ValueError(f"grid must be >= 0, got {grid}")
         self.grid = grid
@@ -116,6 +126,8 @@ class ClassificationHead(nn.Module):
                 guide: torch.Tensor | None = None) -> torch.Tensor:
         maps = list(feats[-self.levels:])
         maps[-1] = self.convs(maps[-1])
+        if self.dilate and guide is not None:
+            guide = dilate_guide(guide, self.dilate)
         boxes = guide_boxes(guide) if self.grid and guide is not None else None
         pooled = [self._pool(f, guide, boxes).flatten(1) for f in maps]
         return self.mlp(torch.cat(pooled, dim=1))
@@ -138,6 +150,14 @@ class ClassificationHead(nn.Module):
         if guide is None:
             return F.adaptive_avg_pool2d(f, self.grid)
         return guided_grid_mean(f, guide, boxes, self.grid)
+
+
+def dilate_guide(weights: torch.Tensor, pixels: int) -> torch.Tensor:
+    """``weights [B, 1, H, W]`` widened by ``pixels``: each the maximum of its
+    ``(2 pixels + 1)``-square neighbourhood."""
+    if pixels <= 0:
+        return weights
+    return F.max_pool2d(weights, 2 * pixels + 1, stride=1, padding=pixels)
 
 
 def guided_mean(features: torch.Tensor, weights: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -242,6 +262,7 @@ def build_classification(
     grid: int = 0,
     conv_channels: int = 0,
     crop: bool = False,
+    dilate: int = 0,
 ) -> ClassificationHead:
     if num_classes is None:
         raise ValueError("classification head needs num_classes (e.g. num_classes=2)")
@@ -254,5 +275,5 @@ def build_classification(
         channels[-levels:] if levels > 1 else channels[-1], num_classes, hidden=hidden,
         dropout=dropout, guide=guide, convs=convs, pool=pool, grid=grid,
         conv_channels=scale_channels(conv_channels, width) if conv_channels > 0 else conv_channels,
-        crop=crop,
+        crop=crop, dilate=dilate,
     )
