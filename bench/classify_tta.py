@@ -92,12 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def dilated_guide(pixels: int):
     """A context in which every guided classification head pools under its guide widened by
-    ``pixels`` (a max filter of side ``2 * pixels + 1`` on the guide's full-size weights); a
-    no-op for 0."""
+    ``pixels`` (``dilate_guide``: a max filter of side ``2 * pixels + 1`` on the guide's
+    full-size weights), on top of any ``dilate`` the head was trained with; a no-op for 0."""
     import contextlib
     from unittest import mock
-
-    import torch.nn.functional as F
 
     from umsrep.models.heads import classification as head_module
 
@@ -106,7 +104,7 @@ def dilated_guide(pixels: int):
     plain = head_module.guided_mean
 
     def dilated(features, weights, eps=1e-3):
-        return plain(features, F.max_pool2d(weights, 2 * pixels + 1, 1, pixels), eps)
+        return plain(features, head_module.dilate_guide(weights, pixels), eps)
 
     return mock.patch.object(head_module, "guided_mean", dilated)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from umsrep.models import BackboneSpec, ModelSpec, build_model
 from umsrep.models.heads.classification import (
@@ -353,6 +354,15 @@ def test_dilate_widens_the_guide_the_head_pools_under():
     want = head.mlp(guided_mean(head.convs(feats[-1]), dilate_guide(weights, 4)))
     torch.testing.assert_close(model(x)["tb"], want)
     assert not torch.allclose(want, head.mlp(guided_mean(head.convs(feats[-1]), weights)))
+    # the doubling running maximum equals max_pool2d's max filter to the bit, at every radius
+    # (odd and even, past the image's size), in bf16 and channels_last too
+    g = torch.Generator().manual_seed(0)
+    soft = torch.rand(3, 1, 23, 17, generator=g)
+    for px in (1, 2, 3, 5, 8, 13, 30):
+        for t in (soft, soft.bfloat16().contiguous(memory_format=torch.channels_last)):
+            got = dilate_guide(t, px)
+            assert got.dtype == t.dtype and torch.equal(
+                got, F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)), px
     with pytest.raises(ValueError, match="dilate widens the guide"):
         _model(LUNG, _tb(dilate=2))
     with pytest.raises(ValueError, match="dilate must be >= 0"):
