@@ -19,7 +19,7 @@ AUC.
 Two probes of where a guided TB head looks, for the notes of ``sweeps/cxr_public.yaml``:
 ``--trim`` cuts each film's black edge bands off before its views (``trim_black_edges``;
 Montgomery's landscape films come letterboxed), ``--dilate-guide PX`` pools every guided head
-under its lung weights widened by PX pixels (``dilated_guide``; the Shenzhen masks the lung head
+under its lung weights widened by PX pixels (``widen_guides``; the Shenzhen masks the lung head
 learnt leave out opaque lung, where TB shows). Both change only what the trained models see.
 
     python bench/classify_tta.py RUN_DIR --ensembles [--task abnormal] [--adapt-bn] \
@@ -86,27 +86,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="widen a guided head's lung weights by PX pixels (a max filter) before "
                    "it pools: does the guide hide opaque lung the Shenzhen masks leave out?")
     args = p.parse_args(argv)
-    with dilated_guide(args.dilate_guide):
-        return _score(args)
+    if args.dilate_guide < 0:
+        p.error(f"--dilate-guide: pixels >= 0, got {args.dilate_guide}")
+    return _score(args)
 
 
-def dilated_guide(pixels: int):
-    """A context in which every guided classification head pools under its guide widened by
-    ``pixels`` (``dilate_guide``: a max filter of side ``2 * pixels + 1`` on the guide's
-    full-size weights), on top of any ``dilate`` the head was trained with; a no-op for 0."""
-    import contextlib
-    from unittest import mock
+def widen_guides(model, pixels: int) -> int:
+    """Every guided classification head of ``model`` (a fold model or an ensemble of them)
+    pools under its guide widened by ``pixels`` more (``dilate``, on top of any it was trained
+    with); returns how many heads were widened."""
+    from umsrep.models.heads.classification import ClassificationHead
 
-    from umsrep.models.heads import classification as head_module
-
-    if not pixels:
-        return contextlib.nullcontext()
-    plain = head_module.guided_mean
-
-    def dilated(features, weights, eps=1e-3):
-        return plain(features, head_module.dilate_guide(weights, pixels), eps)
-
-    return mock.patch.object(head_module, "guided_mean", dilated)
+    heads = [m for m in model.modules() if isinstance(m, ClassificationHead) and m.guide]
+    for head in heads:
+        head.dilate += pixels
+    return len(heads)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -138,6 +132,8 @@ def _score(args: argparse.Namespace) -> int:
             continue
         model, meta = load_model_dir(folder)
         model.eval()
+        if args.dilate_guide and not widen_guides(model, args.dilate_guide):
+            print(f"{folder.name}: no guided head to widen", flush=True)
         task = next(t for t in meta["tasks"] if t["name"] == args.task)
         classes = [str(c) for c in task["classes"]]
         labelled = index[index[task["column"]].astype(str).isin(classes)]

@@ -365,7 +365,8 @@ def test_dilate_widens_the_guide_the_head_pools_under():
                 got, F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)), px
     with pytest.raises(ValueError, match="dilate widens the guide"):
         _model(LUNG, _tb(dilate=2))
-    with pytest.raises(ValueError, match="dilate must be >= 0"):
-        _model(LUNG, _tb(guide="lung", dilate=-1))
+    for bad in (-1, 2.5):  # 2.5 would have been cut to 2 without a word
+        with pytest.raises(ValueError, match="dilate must be a whole number of pixels >= 0"):
+            _model(LUNG, _tb(guide="lung", dilate=bad))
     plain = _model(_tb(guide="lung", dilate=4))  # no lung head: whole-map pooling
     assert plain.heads["tb"].guide is None and plain.heads["tb"].dilate == 0

@@ -406,25 +406,43 @@ def test_trim_black_edges_cuts_letterbox_bands_and_nothing_else():
     assert bench.trim_black_edges(black) is black
 
 
-def test_dilated_guide_widens_the_guide_of_guided_pooling_only_inside_its_context():
-    """``--dilate-guide PX``: within the context a guided head's mean takes in the features
-    next to the lung (a max filter of the weights); outside it, and with 0, pooling is as
-    trained."""
-    from umsrep.models.heads import classification as head_module
+def test_widen_guides_dilates_every_guided_head_of_an_ensemble_and_nothing_else():
+    """``--dilate-guide PX``: each guided classification head of the ensemble's members gets
+    PX more ``dilate`` (on top of its own), so its output becomes that of a head built with the
+    wider guide; a head without a guide is left alone and counted out."""
+    from umsrep.models import BackboneSpec, ModelSpec, build_model
+    from umsrep.tasks import Task
+
+    lung = Task(name="lung", kind="segmentation", column="mask", head="seg_cdae",
+                head_kwargs={"skips": True}, loss="bce_dice")
+
+    def _model(*lung_task, **head_kwargs):
+        tb = Task(name="tb", kind="classification", column="abnormal", classes=("0", "1"),
+                  head="classification", head_kwargs=head_kwargs, loss="cross_entropy")
+        torch.manual_seed(0)
+        model = build_model(ModelSpec(backbone=BackboneSpec(name="cdae", preset="tiny",
+                                                            width=None),
+                                      tasks=(*lung_task, tb), image_size=32)).eval()
+        if lung_task:  # an untrained lung head is ~0.5 everywhere: give its mask some shape
+            last = [m for m in model.heads["lung"].modules() if isinstance(m, nn.Conv2d)][-1]
+            last.weight.data.mul_(1000.0)
+        return model
 
     bench = _load_bench("classify_tta")
-    feats = torch.zeros(1, 1, 8, 8)
-    feats[..., 4:, :] = 1.0  # feature only below the lung
-    guide = torch.zeros(1, 1, 8, 8)
-    guide[..., 2:4, :] = 1.0  # the lung: rows 2-3
-    plain = float(head_module.guided_mean(feats, guide))
-    with bench.dilated_guide(1):
-        widened = float(head_module.guided_mean(feats, guide))
-    assert plain == pytest.approx(0.0, abs=1e-6)
-    assert widened == pytest.approx(0.25, abs=1e-3)  # rows 1-4 weighed, row 4 holds the feature
-    assert float(head_module.guided_mean(feats, guide)) == pytest.approx(plain)
-    with bench.dilated_guide(0):
-        assert float(head_module.guided_mean(feats, guide)) == pytest.approx(plain)
+    guided = [_model(lung, guide="lung", dilate=d) for d in (0, 2)]
+    wider = [_model(lung, guide="lung", dilate=d) for d in (3, 5)]
+    kinds = {"lung": "segmentation", "tb": "classification"}
+    ensemble = MeanEnsemble(guided, kinds).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        before = ensemble(x, ["tb"])["tb"]
+        assert bench.widen_guides(ensemble, 3) == 2
+        assert [m.heads["tb"].dilate for m in guided] == [3, 5]
+        torch.testing.assert_close(ensemble(x, ["tb"])["tb"],
+                                   MeanEnsemble(wider, kinds).eval()(x, ["tb"])["tb"])
+        assert not torch.allclose(before, ensemble(x, ["tb"])["tb"])
+    unguided = _model()  # no lung head: nothing to widen
+    assert bench.widen_guides(unguided, 3) == 0 and unguided.heads["tb"].dilate == 0
 
 
 def test_bench_classify_tta_scores_each_view_with_and_without_adapted_batch_norm(

@@ -83,11 +83,11 @@ class ClassificationHead(nn.Module):
         if crop and not self.guide:
             raise ValueError("crop cuts the input to the guide's box: give guide too")
         self.crop = bool(crop)
-        if dilate < 0:
-            raise ValueError(f"dilate must be >= 0, got {dilate}")
+        if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
+            raise ValueError(f"dilate must be a whole number of pixels >= 0, got {dilate!r}")
         if dilate and not self.guide:
             raise ValueError("dilate widens the guide's weights: give guide too")
-        self.dilate = int(dilate)
+        self.dilate = dilate
         if grid < 0:
             raise ValueError(f"grid must be >= 0, got {grid}")
         self.grid = grid
