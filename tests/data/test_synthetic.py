@@ -123,7 +123,6 @@ def test_doppler_envelope_side_and_low_quality_background(doppler_large):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_synthesize_same_bytes_for_same_seed(kind, tmp_path):
-    pytest.importorskip("umsrep.data.importers", reason="umsrep.data.importers not written yet")
     a = synthesize(kind, 12, 32, seed=3, out_dir=tmp_path / "a")
     b = synthesize(kind, 12, 32, seed=3, out_dir=tmp_path / "b")
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
@@ -138,7 +137,6 @@ def test_synthesize_same_bytes_for_same_seed(kind, tmp_path):
 
 
 def test_cxr_manifest_through_generic_import(tmp_path):
-    pytest.importorskip("umsrep.data.importers", reason="umsrep.data.importers not written yet")
     manifest_path = synthesize("cxr", 30, 32, seed=1, out_dir=tmp_path)
     assert manifest_path == tmp_path / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path)
@@ -157,7 +155,6 @@ def test_cxr_manifest_through_generic_import(tmp_path):
 
 
 def test_doppler_manifest_keeps_missing_quality(tmp_path):
-    pytest.importorskip("umsrep.data.importers", reason="umsrep.data.importers not written yet")
     manifest = pd.read_parquet(synthesize("doppler", 30, 32, seed=4, out_dir=tmp_path))
     expected = generate("doppler", 30, 32, seed=4).labels.set_index("sample_id")
     manifest = manifest.set_index("sample_id").loc[expected.index]
@@ -168,7 +165,6 @@ def test_doppler_manifest_keeps_missing_quality(tmp_path):
 
 
 def test_cli_writes_manifest_and_prints_it(tmp_path, capsys):
-    pytest.importorskip("umsrep.data.importers", reason="umsrep.data.importers not written yet")
     parser = argparse.ArgumentParser()
     synth_cli.add_arguments(parser)
     args = parser.parse_args(["doppler", "-n", "6", "--size", "32", "-o", str(tmp_path)])

@@ -47,6 +47,9 @@ def test_seg_cdae_with_skips_copies_what_fits(cdae_and_denoiser):
     last = len(seg.blocks) - 1
     assert {f"blocks.{last}.0.weight", f"blocks.{last}.0.bias", "blocks.0.1.weight"} <= set(copied)
     assert "blocks.0.0.weight" not in copied and "blocks.0.0.bias" not in copied
+    mine, theirs = seg.state_dict(), denoise.state_dict()
+    for key in copied:
+        torch.testing.assert_close(mine[key], theirs[key])
     x = torch.randn(2, 1, 32, 32)
     assert seg(backbone.forward_features(x), x).shape == (2, 1, 32, 32)
 
@@ -86,6 +89,7 @@ def test_seg_dilated_on_image_ignores_backbone(cdae_and_denoiser):
     x = torch.randn(2, 1, 32, 32)
     feats = backbone.forward_features(x)
     torch.testing.assert_close(head(feats, x), head([f * 0 for f in feats], x))
+    assert not torch.allclose(head(feats, x), head(feats, torch.randn(2, 1, 32, 32)))
 
 
 def test_resnet_loads_a_user_state_dict(tmp_path):

@@ -89,6 +89,31 @@ def test_denoise_triptych_shows_noisy_denoised_clean(ctx, model, tmp_path):
     assert 10 < np.abs(noisy - clean).mean() < 60
 
 
+def test_denoise_triptych_panels_are_the_noisy_input_the_output_and_the_image():
+    """Each panel, to the pixel: the seeded noisy input, the model's output on it, the image."""
+    from umsrep.noise import add_noise
+    from umsrep.runner.samples import NOISE_KIND, NOISE_SIGMA, _to_uint8, denoise_triptych
+
+    class Halves(torch.nn.Module):  # a "denoiser" whose output differs from its input
+        def forward_task(self, x, name):
+            assert name == DENOISE.name
+            return 0.5 * x
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, SIZE, SIZE, generator=g) - 0.5
+    mean = torch.tensor([0.5, 0.4])
+    pics = denoise_triptych(Halves(), DENOISE, {"image": x, "image_mean": mean}, seed=4)
+    noisy = add_noise(x, mean, NOISE_KIND, NOISE_SIGMA,
+                      generator=torch.Generator().manual_seed(4))
+    m, d = mean.view(-1, 1, 1, 1), MIN_DISPLAY
+    assert len(pics) == 2
+    for i, pic in enumerate(pics):
+        assert pic.shape == (d, 3 * d + 4)
+        panels = (pic[:, :d], pic[:, d + 2 : 2 * d + 2], pic[:, 2 * d + 4 :])
+        for got, t in zip(panels, (noisy, 0.5 * noisy, x), strict=True):
+            np.testing.assert_array_equal(got, _to_uint8((t + m)[i, 0], SIZE))
+
+
 def test_compose_samples_merges_stages_and_is_readable_by_analysis(ctx, model, tmp_path):
     assert compose_samples(tmp_path) == 0 and not (tmp_path / "samples" / "index.parquet").exists()
     write_samples(tmp_path, "f0-joint", 0, "joint", model, [LUNG], np.arange(6), ctx, n=2)
@@ -100,6 +125,6 @@ def test_compose_samples_merges_stages_and_is_readable_by_analysis(ctx, model, t
     assert compose_samples(tmp_path) == 4
     index = pd.read_parquet(tmp_path / "samples" / "index.parquet")
     assert sorted(index["strategy"].unique()) == ["baseline", "joint"]
-    analysis = pytest.importorskip("analysis.load")
+    import analysis.load as analysis
     loaded = analysis.load_samples(tmp_path)
     assert len(loaded) == 4 and all(Path(f).is_file() for f in loaded["file"])

@@ -125,6 +125,53 @@ def test_learned_weights_change_and_stay_finite(weighting):
         assert sum(after.values()) == pytest.approx(2.0, rel=1e-5)
 
 
+def test_uncertainty_weighting_is_kendalls_loss_with_its_gradient():
+    """``sum_i 0.5 exp(-s_i) L_i + 0.5 s_i``, d/ds_i = 0.5 - 0.5 exp(-s_i) L_i; a task absent
+    from the step moves neither the loss nor its own s."""
+    import math
+
+    from umsrep.strategies.weighting import WEIGHTINGS
+
+    w = WEIGHTINGS.get("uncertainty")(["lung", "abnormal", "heart"])
+    s = [0.3, -0.7, 0.2]
+    with torch.no_grad():
+        w.log_vars.copy_(torch.tensor(s))
+    losses = {"lung": torch.tensor(2.0), "abnormal": torch.tensor(0.5)}
+    total = w.combine(losses)
+    assert float(total.detach()) == pytest.approx(
+        0.5 * math.exp(-0.3) * 2.0 + 0.5 * 0.3 + 0.5 * math.exp(0.7) * 0.5 + 0.5 * -0.7)
+    total.backward()
+    assert w.log_vars.grad.tolist() == pytest.approx(
+        [0.5 - 0.5 * math.exp(-0.3) * 2.0, 0.5 - 0.5 * math.exp(0.7) * 0.5, 0.0])
+    assert w.weights() == pytest.approx(
+        {"lung": 0.5 * math.exp(-0.3), "abnormal": 0.5 * math.exp(0.7),
+         "heart": 0.5 * math.exp(-0.2)})
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.2])
+def test_gradnorm_raises_the_weight_of_the_task_that_trains_slower(lr):
+    """Worked by hand: the first step records each task's initial loss; in the second, lung's
+    loss is at 0.9 of its start and abnormal's at 0.3, so r = (1.5, 0.5) and the targets
+    mean(G) r^1.5 = (0.89, 0.17) lie above lung's G = 0.67 and below abnormal's 0.30. Adam's
+    first step moves each weight by lr against the sign of its gradient: lung's up, abnormal's
+    down, and they still sum to the number of tasks."""
+    from umsrep.strategies.weighting import WEIGHTINGS
+
+    w = WEIGHTINGS.get("gradnorm")(["lung", "abnormal"], alpha=1.5, lr=lr)
+    shared = torch.ones(3, requires_grad=True)
+    c_lung, c_abn = torch.tensor([0.6, 0.3, 0.0]), torch.tensor([0.3, 0.0, 0.0])
+    w.before_backward({"lung": (shared * c_lung).sum() / 0.9,  # losses 1.0 and 1.0 at the start
+                       "abnormal": (shared * c_abn).sum() / 0.3}, shared)
+    assert w.initial.tolist() == pytest.approx([1.0, 1.0])
+    w.before_backward({"lung": (shared * c_lung).sum(), "abnormal": (shared * c_abn).sum()},
+                      shared)
+    w.after_step()
+    assert w.weights() == pytest.approx({"lung": 1 + lr, "abnormal": 1 - lr}, rel=1e-5)
+    lung, abn = torch.tensor(2.0), torch.tensor(3.0)
+    assert float(w.combine({"lung": lung, "abnormal": abn})) == pytest.approx(
+        (1 + lr) * 2.0 + (1 - lr) * 3.0, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_all_labels_missing_leaves_heads_unchanged(name):
     model = make_model(TWO)

@@ -121,11 +121,40 @@ def test_report_callback_each_epoch_after_checkpoint(tmp_path):
     assert all(math.isfinite(c[1]) and c[2] for c in calls)
 
 
-def test_plateau_reduces_lr_and_history_logs_weights():
-    cfg = _cfg(epochs=3, lr=0.0, plateau_patience=1, plateau_factor=0.5, optimizer="sgd")
+def _fixed_val_losses(monkeypatch, losses: dict[str, list[float]]) -> None:
+    """Each epoch's validation pass runs, then ``losses[key][epoch]`` replaces its figure."""
+    from umsrep.train import hooks
+
+    original = hooks.ValidationHook.after_epoch
+
+    def fixed(self, state):
+        original(self, state)
+        for key, values in losses.items():
+            state.metrics[key] = values[state.epoch]
+
+    monkeypatch.setattr(hooks.ValidationHook, "after_epoch", fixed)
+
+
+def test_plateau_halves_the_lr_after_patience_epochs_without_progress(monkeypatch):
+    """patience 1: the second epoch without a better loss halves the LR; a better loss resets
+    the count. The history logs the LR after each epoch's step, and the loss weights."""
+    _fixed_val_losses(monkeypatch, {"val/loss": [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]})
+    cfg = _cfg(epochs=6, lr=0.01, plateau_patience=1, plateau_factor=0.5, optimizer="sgd")
     _, result = _run(cfg, weights={"lung": 1.0, "abnormal": 3.0})
-    assert result.history[-1]["lr/all"] == 0.0
+    assert [h["lr/all"] for h in result.history] == pytest.approx(
+        [0.01, 0.01, 0.005, 0.005, 0.005, 0.0025])
     assert result.history[0]["train/weight/abnormal"] == 3.0
+
+
+def test_plateau_of_independent_heads_cuts_each_heads_lr_on_its_own_loss(monkeypatch):
+    """Heads on a frozen backbone in one stage: the head whose loss stalls has its LR halved,
+    the head still improving keeps its own."""
+    _fixed_val_losses(monkeypatch, {"val/loss/lung": [1.0, 1.0, 1.0, 1.0],
+                                    "val/loss/abnormal": [4.0, 3.0, 2.0, 1.0]})
+    cfg = _cfg(epochs=4, lr=0.01, plateau_patience=1, plateau_factor=0.5, optimizer="sgd")
+    _, result = _run(cfg, "independent")
+    assert [h["lr/lung"] for h in result.history] == pytest.approx([0.01, 0.01, 0.005, 0.005])
+    assert [h["lr/abnormal"] for h in result.history] == pytest.approx([0.01] * 4)
 
 
 def test_cosine_schedule_anneals_to_zero_over_the_epochs_and_replaces_the_plateau():
