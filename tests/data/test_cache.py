@@ -57,6 +57,29 @@ def test_warm_rerun_reuses_and_changes_rebuild(manifest, tmp_path):
     assert changed != first
 
 
+def test_corrected_labels_reach_the_index_without_decoding_again(manifest, tmp_path):
+    """Relabelled rows over the same files: a sibling folder with the same arrays (hard links)
+    and the new labels; the first folder keeps its own, and each manifest hits its folder."""
+    from umsrep.data.manifest import load_manifest, save_manifest
+
+    first = prepare_cache(manifest, size=32, out=tmp_path / "cache", workers=1)
+    df = load_manifest(manifest)
+    df["grade"] = 1 - df["grade"]
+    fixed = save_manifest(df, tmp_path / "fixed.parquet", df.attrs["label_columns"])
+    second = prepare_cache(fixed, size=32, out=tmp_path / "cache", workers=1)
+    assert second != first and second.name.startswith(first.name + "-")
+    old, new = load_cache(first), load_cache(second)
+    assert old.index["grade"].tolist() == [0, 1, 0, 1]
+    assert new.index["grade"].tolist() == [1, 0, 1, 0]
+    assert new.index["has_mask"].tolist() == old.index["has_mask"].tolist()
+    assert np.array_equal(new.images, old.images) and np.array_equal(new.masks, old.masks)
+    assert (second / "images.npy").stat().st_ino == (first / "images.npy").stat().st_ino
+    assert json.loads((second / "meta.json").read_text())["arrays_of"] == first.name
+    assert prepare_cache(fixed, size=32, out=tmp_path / "cache", workers=1) == second
+    assert prepare_cache(manifest, size=32, out=tmp_path / "cache", workers=1) == first
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [first.name, second.name]
+
+
 def test_file_broken_after_import_is_quarantined_not_fatal(manifest, tmp_path):
     (tmp_path / "src" / "im1.png").write_bytes(b"broken")
     cache = load_cache(prepare_cache(manifest, size=32, out=tmp_path / "cache", workers=1))

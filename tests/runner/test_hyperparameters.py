@@ -51,7 +51,7 @@ def test_an_unknown_hyperparameter_is_refused(exp):
 
 def test_a_tuned_noise_range_still_loads_the_planned_backbone(exp):
     index = pd.DataFrame({"abnormal": ["0", "1"], "has_mask": [True, False]})
-    data = SimpleNamespace(index=index, pool_digest=lambda fold: f"pool{fold}")
+    data = SimpleNamespace(index=index, pool_digest=lambda fold, columns=(): f"pool{fold}")
     ctx = StageContext(exp=exp, data=data, run_dir=Path("."), store_dir=Path("."))
     stage = Stage(id="f0-joint", fold=0, kind="head", strategy="joint", tasks=("lung",))
     planned = backbone_store_key(StageContext(exp=exp, data=data, run_dir=Path("."),

@@ -138,3 +138,18 @@ def test_a_stored_import_whose_merged_masks_are_gone_is_imported_again(tmp_path)
     merged.write_bytes(b"png")
     # present now; a missing file outside the import's own folder is the dataset's business
     assert not _derived_files_missing(out)
+
+
+def test_umsrep_train_says_what_it_will_not_do(tiny_config):
+    """A sweep file run by ``umsrep train``: the search and MLflow it skips are said, not
+    silently dropped; a plain file says nothing."""
+    from umsrep.runner.cli import ignored_settings
+
+    assert ignored_settings(load_experiment(data=tiny_config)) == []
+    tiny_config["search"] = {"num_samples": 4, "space": {"lr": {"type": "loguniform",
+                                                                  "low": 1e-4, "high": 1e-2}}}
+    tiny_config["tracking"] = {"mlflow": "file:./mlruns"}
+    lines = ignored_settings(load_experiment(data=tiny_config))
+    assert len(lines) == 2
+    assert "search.num_samples is 4" in lines[0] and "umsrep sweep" in lines[0]
+    assert "file:./mlruns" in lines[1]

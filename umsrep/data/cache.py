@@ -3,7 +3,9 @@
 ``prepare_cache(manifest, size, out)`` writes ``out/<key16>/`` where ``key16`` is the first 16 hex
 digits of a SHA-256 over the manifest rows (sample id, image and mask path), each file's size and
 mtime, the size, the interpolation and the cache format version. The same inputs give the same
-folder, so a warm rerun only stats the files and returns; changed inputs get a new folder.
+folder, so a warm rerun only stats the files and returns; changed inputs get a new folder. A
+manifest whose other columns (labels, patient ids) differ from those the folder was built with
+gets a sibling ``<key16>-<rows8>/``: the same arrays (hard links), its own index.
 
 The folder holds:
 
@@ -247,7 +249,7 @@ def prepare_cache(
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("key") == key:
             log.info("cache hit: %s", folder)
-            return folder
+            return _with_rows_of(folder, manifest, manifest_path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -269,6 +271,70 @@ def prepare_cache(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("cache built: %d images in %.1fs -> %s", meta["count"], meta["seconds"], folder)
     return folder
+
+
+def _index_rows(index: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's part of a cache index (without the ``has_*`` flags the cache adds)."""
+    return index[[c for c in index.columns if not c.startswith("has_")]]
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Equal columns and values, read as text (Parquet round trips change dtypes, not values)."""
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return False
+    text = [df.reset_index(drop=True).astype("string").fillna("<NA>") for df in (a, b)]
+    return bool(text[0].equals(text[1]))
+
+
+def _with_rows_of(folder: Path, manifest: pd.DataFrame, manifest_path: str | Path) -> Path:
+    """``folder``, or a sibling sharing its arrays, whose index holds ``manifest``'s rows now.
+
+    The cache key covers what the arrays are made of (paths, files, settings), not the labels
+    and other columns of the manifest, so a manifest whose labels were corrected hits the cache
+    of the old one. Its index would then serve the old labels: instead the new rows get a
+    sibling folder ``<key16>-<rows8>`` with its own ``index.parquet`` and ``meta.json`` and the
+    arrays hard-linked (copied where links fail), so nothing is decoded again and no other
+    run's folder changes under it."""
+    cached = pd.read_parquet(folder / "index.parquet")
+    pairs = manifest[["sample_id", "image_path"]].astype(str).itertuples(index=False, name=None)
+    row_of: dict[tuple[str, str], int] = {}
+    for i, pair in enumerate(pairs):
+        row_of.setdefault(pair, i)
+    kept = [row_of[pair] for pair in cached[["sample_id", "image_path"]].astype(str)
+            .itertuples(index=False, name=None)]
+    rows = manifest.iloc[kept].reset_index(drop=True)
+    if _same_rows(_index_rows(cached), rows):
+        return folder
+    digest = hashlib.sha256(pd.util.hash_pandas_object(
+        rows.astype("string").fillna("<NA>"), index=False).values.tobytes())
+    digest.update(json.dumps(list(rows.columns)).encode())
+    sibling = folder.with_name(f"{folder.name}-{digest.hexdigest()[:8]}")
+    if (sibling / "meta.json").is_file():
+        log.info("cache hit: %s (the arrays of %s, this manifest's rows)", sibling, folder.name)
+        return sibling
+    tmp = sibling.with_name(f".{sibling.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for src in folder.iterdir():
+            if src.suffix == ".npy" or src.name == "quarantine.csv":
+                try:
+                    os.link(src, tmp / src.name)
+                except OSError:
+                    shutil.copy2(src, tmp / src.name)
+        flags = cached[[c for c in cached.columns if c.startswith("has_")]]
+        pd.concat([rows, flags], axis=1).to_parquet(tmp / "index.parquet", index=False)
+        meta = json.loads((folder / "meta.json").read_text())
+        meta |= {"manifest": str(Path(manifest_path).resolve()), "arrays_of": folder.name,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(sibling, ignore_errors=True)
+        os.replace(tmp, sibling)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("cache: %s has the arrays of %s and this manifest's rows (labels changed)",
+             sibling, folder.name)
+    return sibling
 
 
 def load_cache(path: str | Path) -> Cache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from umsrep.config import output_folder, parse_set_options
@@ -22,6 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one experiment setting (repeatable), e.g. --set data.fit=pad")
 
 
+def ignored_settings(exp) -> list[str]:
+    """What ``umsrep train`` (one process, no Ray) does not do of what ``exp`` asks, said
+    before it starts rather than found missing after."""
+    lines = []
+    if exp.search.num_samples > 0:
+        lines.append(f"search.num_samples is {exp.search.num_samples}, but only `umsrep sweep` "
+                     "searches: every stage trains with the settings as given in the file")
+    if exp.tracking.mlflow:
+        lines.append(f"tracking.mlflow ({exp.tracking.mlflow}) is used by `umsrep sweep` and "
+                     "`umsrep demo` only: nothing is logged to MLflow")
+    return lines
+
+
 def _cuda() -> bool:
     import torch  # lazy: torch off `umsrep --help` and the config check
 
@@ -34,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.config, data_root=args.data_root, overrides=overrides)
     if args.resume is not None:
         check_resumable(args.resume)
+    for line in ignored_settings(exp):
+        print(f"umsrep train: {line}", file=sys.stderr)
     # torch and the runner only once the experiment is valid: a bad file is refused in a second
     # lazy: torch off `umsrep --help` and the config check
     from umsrep.runner.local import run_local

@@ -26,7 +26,7 @@ from umsrep.models.spec import DENOISE
 from umsrep.noise import NoiseConfig
 from umsrep.runner.data import RunData
 from umsrep.runner.hyperparameters import apply_hyperparameters
-from umsrep.runner.plan import Stage, backbone_key
+from umsrep.runner.plan import Stage, backbone_key, pool_digest
 from umsrep.tasks import Task
 
 # what a stage calls after each validated epoch: (epoch, metrics, checkpoint folder or None);
@@ -171,7 +171,7 @@ def eval_splits(ctx: StageContext, stage: Stage) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- settings
 def backbone_store_key(ctx: StageContext, fold: int) -> str:
     if fold not in ctx.store_keys:
-        ctx.store_keys[fold] = backbone_key(ctx.exp, fold, ctx.data.pool_digest(fold))
+        ctx.store_keys[fold] = backbone_key(ctx.exp, fold, pool_digest(ctx.exp, ctx.data, fold))
     return ctx.store_keys[fold]
 
 

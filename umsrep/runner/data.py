@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,33 @@ class RunData:
         f = self.folds[fold]
         return np.concatenate([f.train, f.val])
 
-    def pool_digest(self, fold: int) -> str:
-        ids = sorted(self.index["sample_id"].iloc[self.pool_for_fold(fold)].astype(str))
-        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    def pool_digest(self, fold: int, columns: Sequence[str] = ()) -> str:
+        """Digest of what fold ``fold``'s backbone pretrains on (its store key's data part):
+        each pool image's sample id and the bytes of its cached pixels, so a file replaced
+        under the same name, or another dataset numbered alike, is another pool; ``columns``
+        add what a supervised pretraining reads (a label's value, a mask column's pixels)."""
+        pos = self.pool_for_fold(fold)
+        memo_key = (tuple(columns), hashlib.sha256(pos.tobytes()).hexdigest())
+        memo = self.__dict__.setdefault("_pool_digests", {})
+        if memo_key not in memo:
+            cache = load_cache(self.cache_path)
+            masks = {c: cache.mask_array(c) for c in columns
+                     if c == "mask" or c in cache.extra_masks}
+            ids = self.index["sample_id"].astype(str).to_numpy()
+            lines = []
+            for i in pos:
+                pixels = hashlib.blake2b(np.ascontiguousarray(cache.images[i]).tobytes(),
+                                         digest_size=8)
+                parts = [ids[i], pixels.hexdigest()]
+                for c in columns:
+                    if c in masks:
+                        parts.append(hashlib.blake2b(np.ascontiguousarray(masks[c][i]).tobytes(),
+                                                     digest_size=8).hexdigest())
+                    else:
+                        parts.append(str(self.index[c].iloc[i]))
+                lines.append("\t".join(parts))
+            memo[memo_key] = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+        return memo[memo_key]
 
 
 def source_manifest(exp: Experiment, src: SourceConfig, work: Path) -> Path:
@@ -72,12 +97,27 @@ def source_manifest(exp: Experiment, src: SourceConfig, work: Path) -> Path:
 
     raw = resolve_path(exp, src.path or "")
     digest = hashlib.sha256(f"{src.importer}:{raw}".encode()).hexdigest()[:12]
-    out = work / "imports" / f"{src.importer}-{digest}.parquet"
+    # what the importer reads, as it is now: an added image or an edited labels file is
+    # imported again, not served from the import of the folder as it was
+    out = work / "imports" / f"{src.importer}-{digest}-{source_fingerprint(raw)[:8]}.parquet"
     if not out.exists() or _derived_files_missing(out):
         report = run_import(src.importer or "", raw, out)
         log.info("imported %s: %d images, %d quarantined (%s)", src.importer,
                  len(report.manifest), len(report.quarantine), report.quarantine_path)
     return out
+
+
+def source_fingerprint(raw: Path) -> str:
+    """SHA-256 (hex) of the relative name, size and mtime of ``raw`` (a file) or of every file
+    under it (a folder): what an importer reads. A stat per file, no reading (~1 s per 100k)."""
+    h = hashlib.sha256()
+    raw = Path(raw)
+    files = [raw] if raw.is_file() else sorted(p for p in raw.rglob("*") if p.is_file())
+    for path in files:
+        st = path.stat()
+        name = path.name if path == raw else path.relative_to(raw).as_posix()
+        h.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def _derived_files_missing(manifest: Path) -> bool:
@@ -124,10 +164,12 @@ def materialize(exp: Experiment, num_workers: int | None = None) -> RunData:
         )
     combined = combined.drop(columns="_source")
     label_columns = [c for c in combined.columns if c not in _BASE_COLUMNS and c in _label_columns(sections)]
-    digest = hashlib.sha256(
-        pd.util.hash_pandas_object(combined[["image_path"]].astype(str), index=False).values.tobytes()
-    ).hexdigest()[:16]
-    manifest_path = work / "manifests" / f"{exp.name}-{digest}.parquet"
+    # every column counts: a corrected label is another manifest (and, through it, another
+    # cache index), never the stale copy of an earlier run under the same name
+    digest = hashlib.sha256(pd.util.hash_pandas_object(
+        combined.astype("string").fillna("<NA>"), index=False).values.tobytes())
+    digest.update(json.dumps([list(combined.columns), sorted(label_columns)]).encode())
+    manifest_path = work / "manifests" / f"{exp.name}-{digest.hexdigest()[:16]}.parquet"
     if not manifest_path.exists():
         save_manifest(combined, manifest_path, label_columns)
     cache = load_cache(prepare_cache(manifest_path, size=exp.data.image_size,

@@ -12,7 +12,7 @@ from umsrep.runner.data import RunData, load_run_data, materialize, save_run_dat
 from umsrep.runner.ensemble import run_ensembles
 from umsrep.runner.environment import write_environment
 from umsrep.runner.outputs import stage_done
-from umsrep.runner.plan import Plan, build_plan
+from umsrep.runner.plan import Plan, build_plan, pool_digest
 from umsrep.runner.runfolder import (
     check_resume_config,
     compose_tables,
@@ -50,7 +50,7 @@ def prepare_run(exp: Experiment, output: Path, resume: Path | None = None,
         save_run_data(data, run_dir)
         write_config(run_dir, exp)
     folds = list(range(exp.folds.run or exp.folds.k))
-    plan = build_plan(exp, folds, {f: data.pool_digest(f) for f in folds})
+    plan = build_plan(exp, folds, {f: pool_digest(exp, data, f) for f in folds})
     ctx = StageContext(exp=exp, data=data, run_dir=run_dir, store_dir=default_store(exp),
                        device=device, tasks=build_tasks(exp, data.index))
     return PreparedRun(run_dir, data, plan, ctx)

@@ -9,6 +9,7 @@ depends on its fold's backbone; baseline models depend on the separate denoiser 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from umsrep.config import to_dict
 from umsrep.data.contrast import contrast_key
@@ -57,6 +58,20 @@ class Plan:
 # augmentation changes the images pretraining sees, so a backbone stored under the old one is
 # trained again. 2: the geometric warp on half of the images, not all (2026-12-03).
 AUGMENT_VERSION = 2
+
+
+def pretrain_columns(exp: Experiment) -> tuple[str, ...]:
+    """What a backbone's pretraining reads besides the images: the label (or mask) column of
+    a supervised pretraining's task; nothing for a denoiser."""
+    if exp.backbone.pretrain != "supervised":
+        return ()
+    task = next(t for t in exp.tasks if t.name == exp.backbone.task)
+    return (task.column,) if task.column else ()
+
+
+def pool_digest(exp: Experiment, data: Any, fold: int) -> str:
+    """The data part of fold ``fold``'s backbone key (``RunData.pool_digest``)."""
+    return data.pool_digest(fold, pretrain_columns(exp))
 
 
 def backbone_key(exp: Experiment, fold: int, pool_ids_digest: str) -> str:
