@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna.distributions as od
+import pandas as pd
 import ray
 import ray.train
 import ray.tune
@@ -38,6 +39,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from sweeps.pareto import pareto_choice
 from sweeps.tracking import describe, open_tracking
 from sweeps.worker import LAST_REPORT, train_loop_per_worker
 from umsrep.config import flatten, to_dict
@@ -445,15 +447,14 @@ class RayDriver:
     def sweep(self, stage: Stage) -> dict[str, Any]:
         search = self.exp.search
         name = template_of(stage)
-        objectives = search.objectives or [search.metric]
-        modes = [search.mode] * len(objectives)
+        objectives, modes = search.objective_modes()
         metric: Any = objectives if len(objectives) > 1 else objectives[0]
         mode: Any = modes if len(objectives) > 1 else modes[0]
         searcher = OptunaSearch(space=optuna_space(search.space), metric=metric, mode=mode,
                                 seed=search.seed)
         epochs = self.exp.train_for(stage.strategy).epochs
         scheduler = None
-        if search.scheduler == "asha":
+        if search.scheduler == "asha" and len(objectives) == 1:  # refused with more at load
             scheduler = ASHAScheduler(time_attr="epoch", metric=objectives[0], mode=modes[0],
                                       max_t=max(epochs, 1),
                                       grace_period=min(search.grace_period, max(epochs, 1)))
@@ -480,14 +481,42 @@ class RayDriver:
         atomic_write_parquet(trials.astype({c: "string" for c in trials.columns
                                             if trials[c].dtype == object}),
                              self.run_dir / "tune" / name / "trials.parquet")
-        best = results.get_best_result(metric=objectives[0], mode=modes[0], scope="all")
-        config = flatten({k: v for k, v in best.config.items() if k not in RESERVED})
-        payload = {"template": name, "stage": stage.id, "metric": objectives[0],
-                   "value": float((best.metrics or {}).get(objectives[0], float("nan"))),
-                   "config": config, "chosen_on": "validation split of the first fold"}
+        if len(objectives) == 1:
+            best = results.get_best_result(metric=objectives[0], mode=modes[0], scope="all")
+            config = searched_config(best.config)
+            payload = {"template": name, "stage": stage.id, "metric": objectives[0],
+                       "value": float((best.metrics or {}).get(objectives[0], float("nan"))),
+                       "config": config, "chosen_on": "validation split of the first fold"}
+            log.info("sweep %s: best %s=%.4f with %s", name, objectives[0], payload["value"],
+                     config)
+        else:
+            payload = pareto_payload(results, objectives, modes) | {
+                "template": name, "stage": stage.id,
+                "chosen_on": "validation split of the first fold (last epoch of each trial)"}
+            log.info("sweep %s: kept %s of a Pareto front of %d with %s", name,
+                     payload["value"], len(payload["pareto"]), payload["config"])
         atomic_write_json(payload, self.run_dir / "tune" / name / "best.json")
-        log.info("sweep %s: best %s=%.4f with %s", name, objectives[0], payload["value"], config)
         return payload
+
+
+def searched_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled hyperparameters (flattened), without the keys the driver adds."""
+    return flatten({k: v for k, v in config.items() if k not in RESERVED})
+
+
+def pareto_payload(results: Any, objectives: list[str], modes: list[str]) -> dict[str, Any]:
+    """``best.json``'s choice among the trials of a multi-objective sweep (``sweeps.pareto``):
+    each trial's last reported values, the kept trial's configuration and values, the front."""
+    trials = [(r.metrics or {}, searched_config(r.config or {})) for r in results]
+    values = pd.DataFrame([[float(m.get(o, float("nan"))) for o in objectives]
+                           for m, _ in trials], columns=objectives)
+    chosen, front = pareto_choice(values, modes)
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"value": dict(values.iloc[i].items()), "config": trials[i][1]}
+
+    return {"metric": objectives, "mode": modes, **entry(chosen),
+            "pareto": [entry(i) for i in front]}
 
 
 def release_leaked_placement_groups() -> int:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from umsrep.config import ConfigError, from_dict, load_yaml, resolve_base, to_dict
 from umsrep.schema import SEGMENTATION_CORRECT_IOU
-from umsrep.tasks import Task
+from umsrep.tasks import KIND_METRICS, Task
 from umsrep.train.config import TrainConfig
 from umsrep.validate import check_registered
 
@@ -168,7 +168,16 @@ class SearchConfig:
     applies_to: list[str] | None = None  # strategies (and/or "baseline") to sweep; None = all strategies
     metric: str = "val_score"  # mean over tasks of each task's main validation metric
     mode: Literal["min", "max"] = "max"
-    objectives: list[str] | None = None  # multi-objective: e.g. ["val/lung/dice", "val/abnormal/accuracy"]
+    # multi-objective (Optuna's multi-objective sampler; scheduler: none): e.g.
+    # ["val/lung/dice", "val/abnormal/auc"], each with its mode (``modes``, default ``mode``);
+    # the configuration kept is the Pareto-optimal trial with the best rank sum (sweeps.driver)
+    objectives: list[str] | None = None
+    modes: list[Literal["min", "max"]] | None = None
+
+    def objective_modes(self) -> tuple[list[str], list[str]]:
+        """The searched metrics and their modes: ``objectives`` (and ``modes``), or ``metric``."""
+        objectives = list(self.objectives or [self.metric])
+        return objectives, list(self.modes or [self.mode] * len(objectives))
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: int = 2
     seed: int = 0
@@ -377,6 +386,7 @@ class Experiment:
                 raise ConfigError("search.applies_to", f"{target!r} is not a configured strategy")
         if self.search.num_samples and not self.search.space:
             raise ConfigError("search.space", "num_samples > 0 needs a search space")
+        self._check_objectives()
         for task, by_label in self.paper_reference.items():
             for label, figures in by_label.items():
                 for metric, value in figures.items():
@@ -386,6 +396,52 @@ class Experiment:
                             "published figures are numbers; only 'split' is a string (the "
                             "split they were measured on, e.g. test:montgomery)",
                         )
+
+    def _check_objectives(self) -> None:
+        """The searched metrics are ones every searched stage reports: ``val_score``,
+        ``val/loss``, ``val/loss/<task>`` or ``val/<task>/<metric>`` (a metric of the task's
+        kind), checked here rather than found missing in a Ray trial after pretraining."""
+        search = self.search
+        key = "search.objectives" if search.objectives is not None else "search.metric"
+        objectives, modes = search.objective_modes()
+        if search.objectives == [] or not objectives:
+            raise ConfigError(key, "name at least one metric")
+        if search.modes is not None and (search.objectives is None
+                                         or len(search.modes) != len(objectives)):
+            raise ConfigError("search.modes", f"one mode per objective ({len(objectives)})")
+        if len(objectives) > 1 and search.scheduler != "none":
+            raise ConfigError("search.scheduler", "ASHA stops trials on one metric; with "
+                              "several objectives set scheduler: none")
+        kinds = {t.name: t.kind for t in self.tasks}
+        named: set[str] = set()
+        for name in objectives:
+            parts = name.split("/")
+            if name in ("val_score", "val/loss"):
+                continue
+            if len(parts) == 3 and parts[:2] == ["val", "loss"] and parts[2] in kinds:
+                named.add(parts[2])
+                continue
+            if len(parts) == 3 and parts[0] == "val" and parts[1] in kinds:
+                known = KIND_METRICS.get(kinds[parts[1]], ())
+                if parts[2] in known:
+                    named.add(parts[1])
+                    continue
+                raise ConfigError(key, f"{name!r}: {parts[1]} ({kinds[parts[1]]}) reports "
+                                  f"{', '.join(known)}")
+            raise ConfigError(key, f"{name!r} is not reported by a stage; use val_score, "
+                              "val/loss, val/loss/<task> or val/<task>/<metric> (tasks: "
+                              f"{', '.join(kinds)})")
+        if not named or not search.num_samples:
+            return
+        searched = search.applies_to or [s.name for s in self.strategies]
+        one_task = [s.name for s in self.strategies if s.name in searched and s.name ==
+                    "independent" and not s.options.get("one_stage")]
+        one_task += ["baseline"] if "baseline" in searched else []
+        if one_task and len(kinds) > 1:
+            raise ConfigError(key, f"{', '.join(one_task)} train(s) one task per stage, and a "
+                              f"stage of another task does not report {sorted(named)}: search "
+                              "it on val_score or val/loss, or leave it out of "
+                              "search.applies_to")
 
     # ------------------------------------------------------------------ helpers
     def train_for(self, strategy: str) -> TrainConfig:

@@ -35,6 +35,15 @@ _DEFAULT_HEAD = {
 _DEFAULT_LOSS = {"classification": "cross_entropy", "segmentation": "bce_dice", "denoise": "mse"}
 
 
+#: Task kind -> the validation metrics its stages report (``val/<task>/<metric>``), in report
+#: order; ``umsrep.metrics`` computes them.
+KIND_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1", "mcc", "auc"),
+    "segmentation": ("iou", "dice", "pixel_accuracy"),
+    "denoise": ("psnr", "ssim", "ms_ssim"),
+}
+
+
 @dataclass(frozen=True)
 class Task:
     """One target task of a multi-task model, and an experiment file's ``tasks:`` entry.

@@ -9,9 +9,12 @@ import os
 import secrets
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from _cli_cluster import job_submit, start_head, stop_cluster
+
+from sweeps.pareto import pareto_choice
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -21,6 +24,10 @@ AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
+    # searched on two objectives: Optuna's multi-objective sampler, and the kept configuration
+    # the Pareto trial with the best rank sum (sweeps/pareto.py), what the folds then train with
+    objectives, modes = ["val/abnormal/auc", "val/loss"], ["max", "min"]
+    smoke_config["search"] |= {"objectives": objectives, "modes": modes}
     cfg = tmp_path / "smoke.yaml"
     cfg.write_text(yaml.safe_dump(smoke_config))
     out = tmp_path / "runs"
@@ -69,6 +76,18 @@ def test_ray_job_submit_smoke_experiment(smoke_config, tmp_path):
                 f"sweep-*-{trial.name}/last_report.json")).read_text())
             epochs = json.loads((trial / "result.json").read_text())["epochs"]
             assert last["epoch"] == epochs and "val_score" in last
+        best = json.loads((run_dir / "tune" / "joint" / "best.json").read_text())
+        assert best["metric"] == objectives and best["mode"] == modes
+        table = pd.read_parquet(run_dir / "tune" / "joint" / "trials.parquet")
+        lrs = table["config/lr"].astype(float).tolist()
+        values = table[objectives].astype(float).reset_index(drop=True)
+        chosen, front = pareto_choice(values, modes)
+        assert best["config"]["lr"] == pytest.approx(lrs[chosen])
+        assert best["value"] == pytest.approx(dict(values.iloc[chosen].items()))
+        assert sorted(e["config"]["lr"] for e in best["pareto"]) == pytest.approx(
+            sorted(lrs[i] for i in front))
+        hparams = json.loads((run_dir / "hparams.json").read_text())
+        assert hparams["joint"]["lr"] == pytest.approx(lrs[chosen])
         assert "succeeded" in job.stdout.lower()
     finally:
         stop_cluster(PORT)

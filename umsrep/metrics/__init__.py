@@ -39,6 +39,7 @@ from umsrep.metrics.segmentation import (
     compute_pixel_accuracy,
 )
 from umsrep.registry import Registry
+from umsrep.tasks import KIND_METRICS as _KIND_METRICS
 
 logger = logging.getLogger(__name__)
 _MS_SSIM_SAID: set[int] = set()  # image sizes already logged by metrics_for_kind
@@ -79,12 +80,9 @@ _FUNCTIONS: dict[str, MetricFn] = {
 for _name, _fn in _FUNCTIONS.items():
     METRICS.register(_name)(_fn)
 
-#: Task kind (as in ``umsrep.models.multitask``) -> metric names, in report order.
-KIND_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "f1", "mcc", "auc"),
-    "segmentation": ("iou", "dice", "pixel_accuracy"),
-    "denoise": ("psnr", "ssim", "ms_ssim"),
-}
+#: Task kind -> metric names, in report order (kept in ``umsrep.tasks``: the experiment file
+#: check reads it without importing torch).
+KIND_METRICS = _KIND_METRICS
 
 
 def metric_input(name: str) -> str:
