@@ -40,6 +40,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweeps.pareto import pareto_choice
+from sweeps.storage import storage_problems
 from sweeps.tracking import describe, open_tracking
 from sweeps.worker import LAST_REPORT, train_loop_per_worker
 from umsrep.config import flatten, to_dict
@@ -71,6 +72,7 @@ def run_experiment(exp: Experiment, output: Path, resume: Path | None = None,
     new run folder under ``output`` (or finish ``resume``); then write its report."""
     owned = not ray.is_initialized() and not address
     init_ray(address, num_gpus=num_gpus)
+    check_storage(exp, Path(output))
     device = "cuda" if exp.resources.use_gpu else "cpu"
     run = prepare_run(exp, Path(output), resume=resume, device=device)
     log.info("run folder: %s", run.run_dir)
@@ -82,6 +84,22 @@ def run_experiment(exp: Experiment, output: Path, resume: Path | None = None,
     if report:
         write_report(run_dir, exp.paper_reference or None)
     return run_dir
+
+
+def check_storage(exp: Experiment, output: Path) -> None:
+    """Refuse a relative cache or run folder on a cluster of several nodes; warn about one in a
+    submitted job's working directory (``sweeps.storage``)."""
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    job_dir = bool((ray.get_runtime_context().runtime_env or {}).get("working_dir"))
+    errors, warnings = storage_problems(exp.data.cache_dir, output, nodes, job_dir)
+    for line in warnings:
+        log.warning("%s", line)
+    if errors:
+        raise StorageError("; ".join(errors))
+
+
+class StorageError(RuntimeError):
+    """A path the run needs on every node is not on storage every node sees."""
 
 
 def write_report(run_dir: Path, paper_reference: dict | None = None) -> Path | None:
