@@ -22,6 +22,14 @@ ORIGINAL_SIZE_NOTE = (
     "its original size (mean over images), dice_orig_min is the worst image."
 )
 
+CUT_NOTE = (
+    "accuracy, f1 and mcc count each image at the most probable class (a probability of 0.5 "
+    "for two classes), a cut fitted to the training site: where another site's probabilities "
+    "sit lower or higher they move although no image is ranked differently. auc depends on no "
+    "cut: it is the figure to compare across sites."
+)
+CUT_METRICS = ("accuracy", "f1", "mcc")
+
 
 def dataset_name(split: str) -> str:
     """``"montgomery"`` of ``"test:montgomery"``."""
@@ -104,9 +112,11 @@ def dataset_section(
     table = table[table["split"] == split].drop(columns="split").reset_index(drop=True)
     anchors = tables["anchors"][tables["anchors"]["split"] == split]
     original_size = summary["metric"].str.endswith("_orig").any()
+    cut = summary["metric"].isin(CUT_METRICS).any()
     intro = _html.paragraph(
         f"The external test set's {name} images on their own (split {split}); every fold "
         "model scores every image." + (f" {ORIGINAL_SIZE_NOTE}" if original_size else "")
+        + (f" {CUT_NOTE}" if cut else "")
     )
     content = (
         intro

@@ -166,3 +166,17 @@ def test_bootstraps_run_on_each_dataset(report):
         assert row["mean_a"] == pytest.approx(p.loc[p["strategy"] == "independent", "score"].mean())
         assert row["mean_b"] == pytest.approx(p.loc[p["strategy"] == "baseline", "score"].mean())
         assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+
+
+def test_a_dataset_section_with_accuracy_says_that_a_cut_counts_it(report):
+    """accuracy, f1 and mcc of another site depend on the training site's 0.5 cut: each
+    dataset section with them says so, and that auc is the figure no cut enters."""
+    from html import escape
+
+    from analysis._metric_html import CUT_NOTE
+
+    _, out, _ = report
+    html = out.read_text()
+    for name in DATASETS:
+        part = section(html, f"metrics-test-{name}")
+        assert "accuracy" in part and escape(CUT_NOTE) in part
