@@ -108,8 +108,8 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, object]]:
     except Exception as exc:  # pydicom raises many types for bad or unsupported pixel data
         raise ImageDecodeError(
             f"{path}: DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
-            "check the transfer syntax is supported (install pylibjpeg for JPEG 2000/lossless) "
-            "or re-export uncompressed"
+            "JPEG Lossless, JPEG-LS and JPEG 2000 need the dicom extra (pip install "
+            "'umsrep[dicom]', GDCM), or re-export the file uncompressed"
         ) from None
     meta = {col: ds.get(tag) for tag, col in SAFE_DICOM_TAGS.items()}
     meta = {k: (str(v) if k != "bits_stored" else v) for k, v in meta.items() if v is not None}
