@@ -173,7 +173,10 @@ def _metric_sections(
         )
         sig.append(_html.figure(fig, _html.slug(f"s-{run}-{task}")))
     sig_note = _html.paragraph(
-        "Pairs are the same test samples (joined on fold and sample id). Segmentation: an image is correct "
+        "Pairs are the same test samples (joined on fold and sample id); where every fold model "
+        "scores the same images (an external test set) each image counts once, by the fold "
+        "ensemble's decision (else the fold models' majority), since McNemar needs independent "
+        "pairs. Segmentation: an image is correct "
         f"when its IoU ≥ {opt.iou_threshold:g} (a per-pixel test needs masks, which the run tables do not keep). "
         f"Exact binomial test under {opt.exact_below} discordant pairs, chi-square with continuity correction "
         f"otherwise; * = significant at {opt.alpha:g} after Holm correction within each task."

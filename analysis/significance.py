@@ -224,7 +224,7 @@ def mcnemar_rows(mcnemar: pd.DataFrame, iou_threshold: float, split: str) -> lis
     paired decisions each strategy got right."""
     rows = []
     for r in mcnemar.to_dict("records"):
-        metric = "accuracy" if r["unit"] == "sample" else f"iou>={iou_threshold:g}"
+        metric = "accuracy" if r["unit"].startswith("sample") else f"iou>={iou_threshold:g}"
         rows.append(
             _row(r["run"], r["task"], metric, split, r["a"], r["b"], "mcnemar")
             | _values(r["acc_a"], r["acc_b"], r["acc_a"] - r["acc_b"], np.nan, np.nan)

@@ -3,8 +3,10 @@ folds, a paired bootstrap over test images, and McNemar's test on paired correct
 decisions, with Holm's correction across a family of comparisons.
 
 McNemar pairing: the two strategies' test predictions are inner-joined on (fold, sample_id), so
-each fold's model contributes its own paired observations and only samples both strategies
-predicted are compared. Correctness is ``y_true == y_pred`` for classification. For segmentation
+on held-out folds each fold's model contributes its own images and only samples both strategies
+predicted are compared; where every fold model scores the same images (an external test set)
+each image counts once, by the fold ensemble's decision or the fold models' majority
+(``one_decision_per_image``), as McNemar's pairs must be independent. Correctness is ``y_true == y_pred`` for classification. For segmentation
 the unit is the image: an image counts as correct when its IoU is at least ``iou_threshold``
 (default ``umsrep.schema.SEGMENTATION_CORRECT_IOU``, the same rule training-time evaluation
 writes into ``y_pred``; its docstring gives the value and the reason). A per-pixel test is not
@@ -153,8 +155,9 @@ def auc_over_images(y_true: np.ndarray) -> Statistic:
 def confusion_over_images(y_true: np.ndarray, metric: str) -> Statistic:
     """Mean over fold models of the binary F-score (of class 1) or MCC of predicted labels
     ``[k, n]`` (0/1) with images weighted by ``weights`` ``[B, n]``: the confusion counts are
-    weighted sums. A count-free denominator gives 0, as ``compute_pooled_classification`` and
-    torchmetrics do. ``y_true`` ``[n]``: 0/1."""
+    weighted sums. A zero denominator gives an F-score of 0, and an MCC of 1 where every image
+    is right and 0 otherwise, as ``compute_f1``, ``compute_mcc`` and
+    ``compute_pooled_classification`` do. ``y_true`` ``[n]``: 0/1."""
     if metric not in ("f1", "mcc"):
         raise ValueError(f"metric must be 'f1' or 'mcc', got {metric!r}")
     pos = (np.asarray(y_true) == 1).astype(float)
@@ -166,9 +169,13 @@ def confusion_over_images(y_true: np.ndarray, metric: str) -> Statistic:
             fn, tn = weights @ ((1 - pred) * pos), weights @ ((1 - pred) * (1 - pos))
             if metric == "f1":
                 num, den = 2 * tp, 2 * tp + fp + fn
-            else:
-                num, den = tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-            values.append(np.divide(num, den, out=np.zeros_like(num), where=den > 0))
+                values.append(np.divide(num, den, out=np.zeros_like(num), where=den > 0))
+                continue
+            num, den = tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            # undefined (one class predicted or present): 1 if every image is right, else 0,
+            # as umsrep.metrics.mcc_from_confusion
+            perfect = ((fp + fn) == 0).astype(float)
+            values.append(np.divide(num, den, out=perfect, where=den > 0))
         return np.mean(values, axis=0)
 
     return statistic
@@ -272,6 +279,28 @@ def pair_strategies(strategies: list[str]) -> list[tuple[str, str]]:
     return list(combinations(order_strategies(kept), 2))
 
 
+def one_decision_per_image(g: pd.DataFrame) -> pd.DataFrame:
+    """The rows McNemar pairs, from one task's predictions with ``correct`` and ``unit``.
+
+    McNemar counts independent pairs. Held-out folds score each image once: the fold models'
+    rows are those pairs. An external test set is scored by every fold model, so each image
+    would count k times (k times the discordant pairs, a p-value far too small): there each
+    image counts once, by the fold ensemble's decision (fold -1) where the run has one, else
+    by the majority of the fold models (a tie counts as wrong)."""
+    models = g[g["fold"] >= 0]
+    if models.empty or not models.duplicated(["strategy", "sample_id"]).any():
+        return models
+    ensemble = g[g["fold"] == -1]
+    if not ensemble.empty:
+        return ensemble.assign(unit=ensemble["unit"] + ", fold ensemble")
+    votes = models.groupby(["strategy", "sample_id"], sort=False)
+    k = int(votes.size().max())
+    majority = votes["correct"].mean().gt(0.5).rename("correct").reset_index()
+    first = votes.first().reset_index().drop(columns="correct")
+    out = first.merge(majority, on=["strategy", "sample_id"]).assign(fold=-1)
+    return out.assign(unit=out["unit"] + f", majority of {k} fold models")
+
+
 def pairwise_mcnemar(
     predictions: pd.DataFrame,
     split: str = "test",
@@ -285,10 +314,9 @@ def pairwise_mcnemar(
     method, statistic, p, p_holm, significant.
     """
     rows = []
-    # fold models' predictions only: the fold ensemble's (fold -1) are not more observations
-    preds = predictions[(predictions["split"] == split) & (predictions["fold"] >= 0)]
+    preds = predictions[predictions["split"] == split]
     for (run, task), g in preds.groupby(["run", "task"], sort=False):
-        g = correctness(g, iou_threshold)
+        g = one_decision_per_image(correctness(g, iou_threshold))
         family = []
         for a, b in pair_strategies(list(dict.fromkeys(g["strategy"]))):
             pair = g[g["strategy"] == a].merge(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from umsrep.metrics.classification import mcc_from_confusion
 from umsrep.schema import BACKBONE_LABELS, BASELINE
 
 SHARED_BACKBONE = "shared backbone"  # label for the backbone's own rows (the runner's "shared")
@@ -75,13 +76,12 @@ def compute_pooled_classification(y_true: np.ndarray, y_pred: np.ndarray) -> dic
     recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    binary = set(classes.tolist()) <= {0, 1}
-    f_score = float(f1[list(classes).index(1)]) if binary and 1 in classes else float(f1.mean())
-    n, correct = cm.sum(), tp.sum()
-    t_k, p_k = cm.sum(1), cm.sum(0)
-    mcc_den = np.sqrt((n**2 - (p_k**2).sum()) * (n**2 - (t_k**2).sum()))
-    mcc = float((correct * n - (t_k * p_k).sum()) / mcc_den) if mcc_den > 0 else 0.0
-    return {"accuracy": float(correct / n), "f1": f_score, "mcc": mcc}
+    if set(classes.tolist()) <= {0, 1}:  # binary: class 1's F-score, 0 where it never occurs
+        f_score = float(f1[list(classes).index(1)]) if 1 in classes else 0.0
+    else:
+        f_score = float(f1.mean())
+    return {"accuracy": float(tp.sum() / cm.sum()), "f1": f_score,
+            "mcc": mcc_from_confusion(cm)}
 
 
 def pooled_from_predictions(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -81,10 +81,39 @@ def test_pairwise_counts_discordant_pairs_on_shared_samples_only():
 
 
 def test_pairs_are_matched_within_fold():
-    a = pd.concat([_preds("joint", [True] * 5, fold=0), _preds("joint", [False] * 5, fold=1)])
-    b = pd.concat([_preds("baseline", [True] * 5, fold=0), _preds("baseline", [True] * 5, fold=1)])
+    """Held-out folds: each image once, paired within its fold."""
+    held = [[f"f0-{i}" for i in range(5)], [f"f1-{i}" for i in range(5)]]
+    a = pd.concat([_preds("joint", [True] * 5, ids=held[0], fold=0),
+                   _preds("joint", [False] * 5, ids=held[1], fold=1)])
+    b = pd.concat([_preds("baseline", [True] * 5, ids=held[0], fold=0),
+                   _preds("baseline", [True] * 5, ids=held[1], fold=1)])
     row = pairwise_mcnemar(pd.concat([a, b])).iloc[0]
     assert (row["n_pairs"], row["only_a_correct"], row["only_b_correct"]) == (10, 0, 5)
+    assert row["unit"] == "sample"
+
+
+def test_an_external_image_scored_by_every_fold_model_counts_once():
+    """k fold models on the same external images are not k times the pairs (k times the
+    discordant counts made p far too small): the fold ensemble decides each image, else the
+    majority of the fold models (a tie counts as wrong)."""
+    k, n = 5, 8
+    joint = [_preds("joint", [i < 6 for i in range(n)], fold=f) for f in range(k)]
+    base = [_preds("baseline", [i < 2 for i in range(n)], fold=f) for f in range(k)]
+    row = pairwise_mcnemar(pd.concat(joint + base)).iloc[0]
+    assert (row["n_pairs"], row["only_a_correct"], row["only_b_correct"]) == (n, 4, 0)
+    assert row["p"] == pytest.approx(compute_mcnemar(4, 0).p_value)  # not (20, 0)
+    assert row["unit"] == f"sample, majority of {k} fold models"
+    # with the fold ensemble's rows, its decisions: here it gets one more image right
+    ens = [_preds("joint", [i < 7 for i in range(n)], fold=-1),
+           _preds("baseline", [i < 2 for i in range(n)], fold=-1)]
+    row = pairwise_mcnemar(pd.concat(joint + base + ens)).iloc[0]
+    assert (row["n_pairs"], row["only_a_correct"], row["only_b_correct"]) == (n, 5, 0)
+    assert row["unit"] == "sample, fold ensemble"
+    # a tie between fold models counts as wrong
+    tie = [_preds("joint", [f % 2 == 0 and i == 0 for i in range(n)], fold=f) for f in range(4)]
+    base4 = [_preds("baseline", [i == 0 for i in range(n)], fold=f) for f in range(4)]
+    row = pairwise_mcnemar(pd.concat(tie + base4)).iloc[0]
+    assert (row["only_a_correct"], row["only_b_correct"]) == (0, 1)
 
 
 def test_segmentation_unit_is_image_at_iou_threshold():
@@ -245,9 +274,9 @@ def test_confusion_over_images_counts_weights_as_repeated_images():
                                                        np.repeat(p, w.astype(int)))[metric]
                          for p in pred]) for w in weights]
         assert got == pytest.approx(want)
-    # nothing predicted positive and nothing positive: no count, 0 (as torchmetrics)
+    # nothing predicted positive and nothing positive: MCC undefined, every image right: 1
     zeros = np.zeros(4)
-    assert confusion_over_images(zeros, "mcc")(zeros[None], np.ones((1, 4)))[0] == 0.0
+    assert confusion_over_images(zeros, "mcc")(zeros[None], np.ones((1, 4)))[0] == 1.0
     assert confusion_over_images(zeros, "f1")(zeros[None], np.ones((1, 4)))[0] == 0.0
     with pytest.raises(ValueError, match="f1"):
         confusion_over_images(y, "precision")

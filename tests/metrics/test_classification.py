@@ -168,3 +168,36 @@ def test_roc_curve_corners_and_its_area_is_the_auc():
     assert area == pytest.approx(compute_auc(y, s))
     with pytest.raises(ValueError, match="both classes"):
         compute_roc([1, 1], [0.2, 0.3])
+
+
+@pytest.mark.parametrize("y_true, y_pred, mcc, f1", [
+    ([0] * 8 + [1], [0] * 9, 0.0, 0.0),  # a constant prediction of an imbalanced set
+    ([0, 0, 1], [1, 1, 1], 0.0, 0.5),
+    ([0] * 5, [0] * 5, 1.0, 0.0),  # one class, all right: MCC undefined, taken as 1
+    ([1] * 4, [1] * 4, 1.0, 1.0),
+    ([0, 1, 0, 1, 1], [0, 1, 1, 1, 0], None, None),  # defined: the reference
+])
+def test_every_mcc_and_f1_of_umsrep_agrees_on_the_edge_cases(y_true, y_pred, mcc, f1) -> None:
+    """The per-fold metric, the pooled table and the bootstrap statistic give one value, and
+    where MCC is undefined: 1.0 for a perfect prediction, else 0.0 (torchmetrics' epsilon form
+    gave 0.83 for the first case)."""
+    from analysis.stats import confusion_over_images
+    from analysis.tables import compute_pooled_classification
+
+    y, p = np.array(y_true), np.array(y_pred)
+    if mcc is None:
+        mcc, f1 = reference_mcc(y, p, 2), reference_f1_per_class(y, p, 2)[1]
+    assert compute_mcc(y, p, num_classes=2) == pytest.approx(mcc)
+    assert compute_f1(y, p, num_classes=2) == pytest.approx(f1)
+    pooled = compute_pooled_classification(y, p)
+    assert (pooled["mcc"], pooled["f1"]) == pytest.approx((mcc, f1))
+    ones = np.ones((1, len(y)))
+    assert confusion_over_images(y, "mcc")(p[None], ones)[0] == pytest.approx(mcc)
+    assert confusion_over_images(y, "f1")(p[None], ones)[0] == pytest.approx(f1)
+
+
+def test_a_split_that_shows_two_of_three_classes_is_scored_as_three() -> None:
+    """evaluate passes the task's classes: macro F1 over three classes, not binary F1."""
+    y_true, y_pred = [0, 1, 0, 1], [0, 1, 1, 1]
+    assert compute_f1(y_true, y_pred) == pytest.approx(0.8)  # read as binary
+    assert compute_f1(y_true, y_pred, num_classes=3) == pytest.approx((2 / 3 + 0.8) / 2)

@@ -12,6 +12,7 @@ import logging
 import math
 import warnings
 
+import numpy as np
 import torch
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -20,7 +21,6 @@ from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_f1_score,
-    multiclass_matthews_corrcoef,
 )
 
 from umsrep.metrics._inputs import ArrayLike, check_same_length, labels_to_long, to_tensor
@@ -65,11 +65,29 @@ def compute_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = N
 def compute_mcc(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
     """Matthews correlation coefficient, the true multi-class form (Gorodkin's R_K).
 
-    Not an average of one-vs-rest MCCs. Edge cases follow torchmetrics: a perfect prediction
-    is 1.0 even when only one class occurs; a constant prediction otherwise gives 0.0.
+    Not an average of one-vs-rest MCCs. Where it is undefined (a zero denominator:
+    one class predicted, or one class present): 1.0 for a perfect prediction, else 0.0
+    (``mcc_from_confusion``, the rule of every MCC umsrep and its analysis compute).
     """
     true, pred, n = _labels_pair(y_true, y_pred, num_classes)
-    return float(multiclass_matthews_corrcoef(pred, true, num_classes=n))
+    cm = torch.zeros(n * n, dtype=torch.float64)
+    cm.index_add_(0, true * n + pred, torch.ones_like(true, dtype=torch.float64))
+    return mcc_from_confusion(cm.view(n, n).numpy())
+
+
+def mcc_from_confusion(cm: np.ndarray) -> float:
+    """Gorodkin's R_K of a confusion matrix ``[true, predicted]`` (counts or weights):
+    ``(c s - sum_k p_k t_k) / sqrt((s^2 - sum p_k^2) (s^2 - sum t_k^2))``. With a zero
+    denominator (one class predicted, or one present) 1.0 when every sample is right, else 0.0:
+    torchmetrics' epsilon form gave a constant prediction of an imbalanced set a non-zero
+    value (0.83 for 8 negatives and 1 positive all called negative)."""
+    cm = np.asarray(cm, dtype=float)
+    s, c = cm.sum(), np.trace(cm)
+    t, p = cm.sum(axis=1), cm.sum(axis=0)
+    den = np.sqrt((s**2 - (p**2).sum()) * (s**2 - (t**2).sum()))
+    if not den > 0:
+        return 1.0 if s > 0 and c == s else 0.0
+    return float((c * s - (t * p).sum()) / den)
 
 
 def compute_auc(y_true: ArrayLike, score: ArrayLike) -> float:

@@ -156,9 +156,11 @@ def _task_metrics(task: Task, df: pd.DataFrame) -> list[dict]:
     if task.kind == "segmentation":
         values = {"iou": df["iou"].mean(), "dice": df["score"].mean()}
     else:
-        values = {
-            n: M.METRICS.get(n)(df["y_true"].to_numpy(), df["y_pred"].to_numpy())
-            for n in ("accuracy", "f1", "mcc")
+        y_true, y_pred = df["y_true"].to_numpy(), df["y_pred"].to_numpy()
+        values = {  # the task's classes, not those this split happens to show
+            "accuracy": M.compute_accuracy(y_true, y_pred),
+            "f1": M.compute_f1(y_true, y_pred, num_classes=task.num_classes),
+            "mcc": M.compute_mcc(y_true, y_pred, num_classes=task.num_classes),
         }
         if task.num_classes == 2 and df["y_true"].nunique() == 2:
             values["auc"] = M.compute_auc(df["y_true"].to_numpy(), df["score"].to_numpy())
