@@ -85,6 +85,18 @@ def _n_tasks(run_stages: pd.DataFrame) -> int:
     return max(base["task"].nunique(), heads["task"].nunique(), 1)
 
 
+def _head_params(run_stages: pd.DataFrame, strategy: str, backbone_counted: bool) -> int:
+    """Parameters ``strategy``'s head stages add to the shared model: each stage's trainable
+    parameters (the largest over folds), less those of the shared backbone it fine-tunes
+    (``backbone_params``: joint, alternating) when a backbone stage already counts them, so a
+    parameter is counted once however many stages train it."""
+    heads = run_stages[(run_stages["kind"] == "head") & (run_stages["strategy"] == strategy)
+                       & (run_stages["status"] == "done")]
+    shared = heads["backbone_params"] if "backbone_params" in heads else 0
+    added = heads["trainable_params"] - (shared if backbone_counted else 0)
+    return int(added.groupby(heads["task"]).max().sum()) if len(heads) else 0
+
+
 def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
     """Per run and strategy: shared vs baseline totals, % reduction and marginal cost per task.
 
@@ -103,7 +115,8 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
         base_min, base_params = base["minutes"].sum(), base["trainable_params"].sum()
         for strategy, heads in c[c["kind"] == "head"].groupby("strategy", sort=False):
             shared_min = backbone["minutes"].sum() + heads["minutes"].sum()
-            shared_params = backbone["trainable_params"].sum() + heads["trainable_params"].sum()
+            head_params = _head_params(stages[stages["run"] == run], strategy, len(backbone))
+            shared_params = backbone["trainable_params"].sum() + head_params
             rows.append(
                 {
                     "run": run,
@@ -120,7 +133,7 @@ def cost_summary(stages: pd.DataFrame) -> pd.DataFrame:
                     "marginal_baseline_minutes": base_models["minutes"].mean()
                     if len(base_models)
                     else np.nan,
-                    "marginal_shared_params": heads["trainable_params"].sum() / n_tasks,
+                    "marginal_shared_params": head_params / n_tasks,
                     "marginal_baseline_params": base_models["trainable_params"].mean()
                     if len(base_models)
                     else np.nan,

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _OPTIONAL_DEFAULTS: dict[str, dict[str, object]] = {
     "metrics.parquet": {"noise": ""},
     "predictions.parquet": {"iou": float("nan"), "score": float("nan")},
-    "stages.parquet": {"checkpoint": "", "epochs": 0, "task_seconds": ""},
+    "stages.parquet": {"checkpoint": "", "epochs": 0, "task_seconds": "", "backbone_params": 0},
 }
 
 

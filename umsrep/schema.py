@@ -63,6 +63,9 @@ STAGES_COLUMNS: dict[str, str] = {
     "wall_s": "float64",
     "epochs": "int64",
     "trainable_params": "int64",
+    # of trainable_params, the shared backbone's: a head stage that fine-tunes the backbone a
+    # backbone stage trained (joint, alternating); 0 when frozen or in run folders before it
+    "backbone_params": "int64",
     "checkpoint": "string",
     # JSON {task: seconds of the training steps that trained it} (result.json "task_seconds");
     # "" or "{}" in run folders written before it

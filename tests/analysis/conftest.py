@@ -68,7 +68,9 @@ def _stages(n_folds: int, rng: np.random.Generator, strategies: tuple[str, ...])
         add(fold, "baseline", "baseline", "denoise", 30.2, 800_067)
         add(fold, "baseline", "baseline", SEG, 14.8, 786_497)
         add(fold, "baseline", "baseline", CLS, 0.93, 1_573_506)
-    return pd.DataFrame(rows).astype(STAGES_COLUMNS)
+    # a run folder written before backbone_params (analysis.load fills it with 0)
+    return pd.DataFrame(rows).astype(
+        {c: t for c, t in STAGES_COLUMNS.items() if c != "backbone_params"})
 
 
 def _predictions(

@@ -47,6 +47,21 @@ def test_reductions_reproduce_paper_table_4():
     assert row["marginal_baseline_minutes"] == pytest.approx(78.635)
 
 
+def test_a_fine_tuned_backbone_is_counted_once_in_the_shared_parameters():
+    """joint trains the encoder the backbone stage trained (backbone_params of its
+    trainable_params): the shared model has the backbone once, plus the heads."""
+    rows = [r for r in TABLE4 if r[1] != "independent"] + [
+        ("head", "joint", "", 20.0, 400_000 + 786_497 + 295_715)]
+    st = _stages(rows, folds=(0, 1)).assign(backbone_params=0)
+    st.loc[st["strategy"] == "joint", "backbone_params"] = 400_000  # the encoder's part
+    row = cost_summary(st).set_index("strategy").loc["joint"]
+    assert row["shared_params"] == 800_067 + 786_497 + 295_715 == 1_882_279
+    assert row["marginal_shared_params"] == pytest.approx((786_497 + 295_715) / 2)
+    # a run folder written before backbone_params (no column): counted as trained, as before
+    old = cost_summary(st.drop(columns="backbone_params")).set_index("strategy").loc["joint"]
+    assert old["shared_params"] == 1_882_279 + 400_000
+
+
 def test_run_totals_count_a_stored_backbone_once_and_every_folds_heads():
     """Three folds share one stored CDAE (the same checkpoint; the baseline's denoiser is it
     too): the run trained it once, and each fold's heads and separate models."""

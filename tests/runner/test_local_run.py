@@ -126,6 +126,12 @@ def test_independent_head_trains_only_the_head(local_run):
     ind = stages.loc[("independent", "abnormal"), "trainable_params"]
     backbone = stages.loc[("", "denoise"), "trainable_params"]
     assert ind < joint and ind < backbone
+    # joint fine-tunes the shared encoder: its count, recorded apart, is what joint trains
+    # beyond the heads (the same heads the independent stages train); frozen: none
+    shared = stages.loc[("joint", ""), "backbone_params"]
+    heads = stages.loc[[("independent", "lung"), ("independent", "abnormal")], "trainable_params"]
+    assert 0 < shared < backbone and joint - shared == heads.sum()
+    assert (stages.loc[["independent", "baseline"], "backbone_params"] == 0).all()
 
 
 def test_resume_reruns_nothing_finished_and_backbone_is_reused(local_run):

@@ -158,6 +158,9 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
                            fold.train, fold.val, report, resume_from, noise, exp.seed,
                            out_dir / "train_state")
     params = getattr(fit_result, "trainable_params", None) or count_trainable_params(model)
+    # of those, the shared backbone's (0 when frozen): parameters a backbone stage already
+    # counted when the strategy fine-tunes them (analysis.cost counts each parameter once)
+    backbone_params = count_trainable_params(model.backbone)
     chosen = threshold_record(held_out_dice(ctx, stage.fold, model, tasks, mask_cleanup(exp)),
                               exp.evaluation.threshold)
     metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise,
@@ -167,7 +170,8 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
         save_checkpoints(out_dir, model, model_meta(ctx, tasks, stage, chosen["threshold"]),
                          fit_result, settings)
         write_stage_samples(ctx, stage, model, tasks, stage.strategy, out_dir)
-    return stage_result(stage, fit_result, params, str(ckpt), **chosen,
+    return stage_result(stage, fit_result, params, str(ckpt), backbone_params=backbone_params,
+                        **chosen,
                         **scored_epochs(fit_result, settings)), metrics, preds
 
 

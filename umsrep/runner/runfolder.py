@@ -135,6 +135,7 @@ def compose_tables(run_dir: Path, plan: Plan) -> dict[str, int]:
                        "wall_s": float(result.get("wall_s", 0.0)),
                        "epochs": int(result.get("epochs", 0)),
                        "trainable_params": int(result.get("trainable_params", 0)),
+                       "backbone_params": int(result.get("backbone_params", 0)),
                        "checkpoint": str(result.get("checkpoint", "")),
                        "task_seconds": json.dumps(result.get("task_seconds") or {},
                                                   sort_keys=True)})
