@@ -354,6 +354,44 @@ def test_predict_refuses_to_average_models_of_other_tasks(model_dir, tmp_path):
         load_models([path, other])
 
 
+def test_predict_refuses_to_average_models_trained_on_other_contrast(model_dir, tmp_path):
+    """Two folders of the same tasks, one trained on CLAHE images: averaging them would feed
+    one model images it never saw."""
+    from umsrep.predict import load_models
+
+    _, model = model_dir
+    plain, clahe = tmp_path / "plain", tmp_path / "clahe"
+    save_model_dir(plain, model, _meta([SEG, CLS]))
+    save_model_dir(clahe, model, _meta([SEG, CLS], contrast="clahe"))
+    with pytest.raises(ValueError, match="contrast or tasks differ"):
+        load_models([plain, clahe])
+    again = tmp_path / "again"
+    save_model_dir(again, model, _meta([SEG, CLS]))
+    load_models([plain, again])
+
+
+def test_a_model_of_another_contrast_version_is_refused(model_dir, tmp_path, capsys):
+    """model.json records the contrast method with its version; a model trained under
+    another version of the method is refused, not fed other images. Without a recorded
+    version (folders written before it), the method is taken at its word."""
+    from umsrep.data.contrast import contrast_key
+
+    _, model = model_dir
+    png = _images(tmp_path / "in")[0]
+    old = tmp_path / "old"
+    save_model_dir(old, model, _meta([SEG, CLS], contrast="clahe", contrast_key="clahe-v1"))
+    assert contrast_key("clahe") != "clahe-v1"
+    with pytest.raises(UserError, match="normalized by clahe-v1"):
+        predict_images(old, [png], tmp_path / "out-old")
+    legacy = tmp_path / "legacy"
+    save_model_dir(legacy, model, _meta([SEG, CLS], contrast="clahe"))
+    predict_images(legacy, [png], tmp_path / "out-legacy")
+    current = tmp_path / "current"
+    save_model_dir(current, model, _meta([SEG, CLS], contrast="clahe",
+                                         contrast_key=contrast_key("clahe")))
+    predict_images(current, [png], tmp_path / "out-current")
+
+
 def test_predict_applies_the_contrast_model_json_names(model_dir, tmp_path, monkeypatch):
     """``contrast: clahe`` in model.json: the model and the TTA see the CLAHE image, as the
     training cache did; the overlay still shows the image as read."""

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from umsrep.config import UserError
+from umsrep.data.contrast import model_contrast_problem
 from umsrep.derive.tta import average_over_fits, normalize_image
 from umsrep.inference import SquareOutputs, first_image, predict_files
 
@@ -78,6 +79,9 @@ def load_bundle(path: str | Path) -> BundleModel:
     if not meta_path.is_file():
         raise UserError(f"{meta_path}: missing; BUNDLE must be a folder `umsrep export` wrote")
     meta = json.loads(meta_path.read_text())
+    problem = model_contrast_problem(meta)
+    if problem:
+        raise UserError(f"{meta_path}: {problem}")
     fmt = meta.get("format")
     if fmt not in FORMATS:
         raise UserError(f"{meta_path}: format {fmt!r} is unknown; use one of {sorted(FORMATS)}")

@@ -317,6 +317,7 @@ class Experiment:
         names = [t.name for t in self.tasks]
         if not names:
             raise ConfigError("tasks", "at least one target task is required")
+        self._check_rules()
         for i, view in enumerate(self.evaluation.tta):
             if view.startswith("shift:") and int(view[6:]) >= self.data.image_size // 2:
                 raise ConfigError(f"evaluation.tta[{i}]", f"{view} moves the view by half the "
@@ -396,6 +397,20 @@ class Experiment:
                             "published figures are numbers; only 'split' is a string (the "
                             "split they were measured on, e.g. test:montgomery)",
                         )
+
+    def _check_rules(self) -> None:
+        """Recommendation rules are applied by ``umsrep predict``, after training: a typo in
+        one is refused here instead (``umsrep.derive.recommend.check_rules``)."""
+        if not self.rules:
+            return
+        from umsrep.derive.recommend import check_rules, load_rules  # pandas, no torch
+
+        classes = {t.name: (None if t.classes is None else [str(c) for c in t.classes])
+                   for t in self.tasks if t.kind == "classification"}
+        try:
+            check_rules(load_rules(self.rules), classes)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("rules", str(exc)) from None
 
     def _check_objectives(self) -> None:
         """The searched metrics are ones every searched stage reports: ``val_score``,

@@ -54,6 +54,7 @@ from torch import nn
 
 from umsrep.bundle import is_bundle, predict_bundle
 from umsrep.config import UserError
+from umsrep.data.contrast import model_contrast_problem
 from umsrep.derive import grad_cam
 from umsrep.derive.tta import normalize_image, segment_original
 from umsrep.inference import (
@@ -118,6 +119,9 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
         raise UserError(f"{meta_path}: not a readable model.json ({exc})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path}: not a model.json (a JSON object is expected)")
+    problem = model_contrast_problem(meta)
+    if problem:
+        raise UserError(f"{meta_path}: {problem}")
     return meta
 
 
@@ -136,9 +140,11 @@ def _mean_of(models: list[nn.Module], meta: dict[str, Any], device: str) -> Mean
 
 
 def _signature(meta: dict[str, Any]) -> tuple:
-    """What models must share to be averaged: input size, fit and tasks (name, kind, classes)."""
+    """What models must share to be averaged: input size, fit, contrast normalization (the
+    images they were trained on) and tasks (name, kind, classes)."""
     tasks = tuple((t["name"], t["kind"], tuple(t.get("classes") or ())) for t in meta["tasks"])
-    return meta["image_size"], meta.get("fit", "stretch"), tasks
+    return (meta["image_size"], meta.get("fit", "stretch"), meta.get("contrast", "none"),
+            meta.get("contrast_key", meta.get("contrast", "none")), tasks)
 
 
 def load_models(paths: Sequence[str | Path], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -153,7 +159,8 @@ def load_models(paths: Sequence[str | Path], device: str = "cpu") -> tuple[nn.Mo
     for (_, meta), path in zip(loaded[1:], paths[1:], strict=True):
         if _signature(meta) != _signature(first):
             raise ValueError(
-                f"{path}/model.json: image size, fit or tasks differ from {paths[0]}/model.json; "
+                f"{path}/model.json: image size, fit, contrast or tasks differ from "
+                f"{paths[0]}/model.json; "
                 "only models of the same tasks and input can be averaged"
             )
     seg = [t["name"] for t in first["tasks"] if t["kind"] == "segmentation"]

@@ -113,3 +113,46 @@ def test_malformed_rules_are_refused() -> None:
 def test_missing_task_names_what_is_available() -> None:
     with pytest.raises(KeyError, match="needs a prediction for 'quality'; available: flow"):
         apply_rules(load_rules([ANALYSE]), {"flow": "TR"})
+
+
+def test_a_numeric_class_in_yaml_matches_the_predicted_class_name():
+    """YAML reads `abnormal: 1` as the int 1; predicted classes are names ("1"): it must fire."""
+    rules = load_rules([{"name": "refer", "when": {"abnormal": 1}, "then": "refer",
+                         "else": "routine"},
+                        {"name": "urgent", "when": {"abnormal": {"in": [1, 2]}}, "then": "now"}])
+    out = apply_rules(rules, {"abnormal": "1"})
+    assert out == {"refer": "refer", "urgent": "now"}
+    assert apply_rules(rules, {"abnormal": "0"}) == {"refer": "routine", "urgent": None}
+
+
+def test_a_rule_predict_could_not_apply_is_refused_when_the_file_loads():
+    import copy
+
+    import pytest
+
+    from tests.runner.conftest import TINY
+    from umsrep.config import ConfigError
+    from umsrep.experiment import load_experiment
+
+    def with_rules(rules, classes=None):
+        cfg = copy.deepcopy(TINY)
+        if classes is not None:
+            cfg["tasks"][1]["classes"] = classes
+        return {**cfg, "rules": rules}
+
+    good = [{"name": "refer", "when": {"abnormal": 1}, "then": "refer"},
+            {"name": "again", "when": {"refer": "refer"}, "then": "x"}]
+    load_experiment(data=with_rules(good))
+    load_experiment(data=with_rules(good, classes=["0", "1"]))
+    for rules, classes, message in [
+        ([{"name": "r", "when": {"abnormal": 1}, "then": "x", "bogus": 3}], None, "bogus"),
+        ([{"name": "r", "when": {"abnormality": 1}, "then": "x"}], None,
+         "'abnormality': not a classification task nor an earlier rule"),
+        ([{"name": "r", "when": {"lung": 1}, "then": "x"}], None, "not a classification task"),
+        ([{"name": "r", "when": {"abnormal": 2}, "then": "x"}], ["0", "1"],
+         "'2' is not one of its classes"),
+        ([{"name": "r", "when": {"later": "x"}, "then": "x"},
+          {"name": "later", "when": {"abnormal": 1}, "then": "x"}], None, "'later'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(data=with_rules(rules, classes))

@@ -195,6 +195,7 @@ def test_every_model_json_is_a_model_spec_that_builds_its_weights(local_run):
 
     import torch
 
+    from umsrep.data.contrast import contrast_key
     from umsrep.models import DenoisedInput, ModelSpec, build_model
 
     _, _, run_dir = local_run
@@ -205,6 +206,7 @@ def test_every_model_json_is_a_model_spec_that_builds_its_weights(local_run):
         model = build_model(spec)
         model.load_state_dict(torch.load(Path(ckpt) / "model.pt", weights_only=True))
         assert isinstance(model, DenoisedInput) == meta["denoised_input"], stage
+        assert meta["contrast_key"] == contrast_key(meta["contrast"]), stage
     assert any(json.loads((Path(c) / "model.json").read_text())["denoised_input"]
                for c in _checkpoints(run_dir).values())
 

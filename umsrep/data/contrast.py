@@ -40,6 +40,21 @@ def contrast_key(method: str) -> str:
     return method if method == "none" else f"{method}-v{VERSION}"
 
 
+def model_contrast_problem(meta: dict) -> str | None:
+    """Why a model folder's (or bundle's) ``contrast`` cannot be applied as it was trained, or
+    None: a ``contrast_key`` of another version than this umsrep's (the model saw other
+    images). A folder written before keys were recorded is taken at its word."""
+    method = meta.get("contrast", "none")
+    if method not in CONTRASTS:
+        return f"contrast {method!r} is unknown to this umsrep (known: {', '.join(CONTRASTS)})"
+    recorded = meta.get("contrast_key")
+    if recorded is not None and recorded != contrast_key(method):
+        return (f"trained on images normalized by {recorded}, but this umsrep applies "
+                f"{contrast_key(method)}: predict with the umsrep version that trained it, or "
+                "train it again")
+    return None
+
+
 def _check(method: str) -> None:
     if method not in CONTRASTS:
         raise ValueError(f"contrast {method!r} unknown; use one of {list(CONTRASTS)}")

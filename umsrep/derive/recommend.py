@@ -68,11 +68,12 @@ class Condition:
             allowed = [allowed]
         if not allowed:
             raise ValueError(f"{where}: condition on {task!r} has an empty 'in' list")
-        return cls(task=task, allowed=tuple(allowed), min_score=min_score)
+        # class names are text (model.json, predictions.csv): YAML's `abnormal: 1` is class "1"
+        return cls(task=task, allowed=tuple(str(a) for a in allowed), min_score=min_score)
 
     def holds(self, values: Mapping[str, Any], scores: Mapping[str, Any] | None) -> bool:
         value = values[self.task]
-        if _is_missing(value) or value not in self.allowed:
+        if _is_missing(value) or str(value) not in self.allowed:
             return False
         if self.min_score is None:
             return True
@@ -129,6 +130,28 @@ def load_rules(configs: Sequence[Mapping[str, Any]]) -> list[Rule]:
     if duplicates:
         raise ValueError(f"recommendation rules: duplicate name(s) {', '.join(duplicates)}")
     return rules
+
+
+def check_rules(rules: Sequence[Rule], classes: Mapping[str, Sequence[str] | None]) -> None:
+    """Refuse a rule ``umsrep predict`` could never apply as meant: a condition on something
+    that is neither a classification task (``classes``: its class names, None where the data
+    will name them) nor an earlier rule, or on a class the task does not have."""
+    earlier: set[str] = set()
+    for rule in rules:
+        for condition in rule.when:
+            where = f"rule {rule.name!r}: condition on {condition.task!r}"
+            if condition.task in earlier:
+                continue
+            if condition.task not in classes:
+                known = ", ".join([*classes, *earlier])
+                raise ValueError(f"{where}: not a classification task nor an earlier rule "
+                                 f"(known: {known})")
+            names = classes[condition.task]
+            unknown = [a for a in condition.allowed if names is not None and a not in names]
+            if unknown:
+                raise ValueError(f"{where}: {', '.join(map(repr, unknown))} is not one of its "
+                                 f"classes {', '.join(map(repr, names))}")
+        earlier.add(rule.name)
 
 
 def _apply_one(

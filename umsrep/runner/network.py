@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from umsrep.data.contrast import contrast_key
 from umsrep.experiment import Experiment
 from umsrep.models import BackboneSpec, DenoisedInput, ModelSpec, MultiTaskModel, build_model
 from umsrep.runner.context import StageContext, backbone_store_key, mask_cleanup
@@ -91,6 +92,9 @@ def model_meta(ctx: StageContext, tasks: list[Task], stage: Stage,
         "stage": stage.id, "kind": stage.kind, "strategy": stage.strategy, "fold": stage.fold,
         "fit": exp.data.fit, "tta": list(exp.evaluation.tta),
         "contrast": exp.data.contrast,
+        # the method with its version (umsrep.data.contrast.VERSION): predict refuses a model
+        # trained under another version of it rather than feed it other images
+        "contrast_key": contrast_key(exp.data.contrast),
         "mask_cleanup": mask_cleanup(exp),
         "rules": exp.rules,
     }
