@@ -455,3 +455,51 @@ def test_bench_classify_tta_scores_each_view_with_and_without_adapted_batch_norm
     out = capsys.readouterr().out
     header = next(ln.split() for ln in out.splitlines() if ln.split()[:1] == ["tta"])
     assert header[1:] == ["pad", "pad+adabn", "pad,stretch", "pad,stretch+adabn"]
+
+
+def test_the_other_checkpoint_gets_a_threshold_chosen_for_its_own_weights(
+        two_fold_run, tmp_path, monkeypatch):
+    """checkpoint_last/ holds the last epoch's weights: its model.json threshold is chosen on
+    the held-out fold with those weights (it was the scored epoch's, copied), and the stage's
+    model is given back its scored weights."""
+    from umsrep.runner import threshold as threshold_mod
+    from umsrep.runner.stage import run_stage
+    from umsrep.train import hooks
+    from umsrep.train.checkpoint import LAST
+
+    original = hooks.ValidationHook.after_epoch
+
+    def fixed_loss(self, state):
+        original(self, state)
+        state.metrics["val/loss"] = [3.0, 1.0, 2.0][state.epoch]
+
+    monkeypatch.setattr(hooks.ValidationHook, "after_epoch", fixed_loss)
+    seen = {}
+    real = threshold_mod.held_out_dice
+
+    def other_dice(ctx, fold, model, tasks, clean=None, device=None):
+        seen["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+        dice = real(ctx, fold, model, tasks, clean, device)
+        return {t: np.eye(len(threshold_mod.GRID))[[0] * len(d)] for t, d in dice.items()}
+
+    monkeypatch.setattr(threshold_mod, "held_out_dice", other_dice)  # only the other's choice
+    exp, out, run_dir = two_fold_run
+    run = prepare_run(exp, out, resume=run_dir)
+    ctx = replace(run.ctx, exp=replace(exp, train=replace(exp.train, epochs=3)))
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def report(epoch, metrics, ckpt_dir):
+        weights[epoch] = torch.load(ckpt_dir / LAST, weights_only=True)["model"]
+
+    stage = run.plan.by_id()["f0-independent-lung"]
+    result = run_stage(ctx, stage, report=report, out_dir=tmp_path / "stage")
+    assert (result["best_epoch"], result["last_epoch"]) == (1, 2)
+    last = json.loads((tmp_path / "stage" / "checkpoint_last" / "model.json").read_text())
+    scored = json.loads((tmp_path / "stage" / "checkpoint" / "model.json").read_text())
+    assert last["threshold"] == {"lung": threshold_mod.GRID[0]}
+    assert scored["threshold"] == result["threshold"]  # the scored weights' own choice
+    for k, v in weights[2].items():  # chosen with the last epoch's weights
+        torch.testing.assert_close(seen["weights"][k], v, rtol=0, atol=0)
+    saved = torch.load(tmp_path / "stage" / "checkpoint" / "model.pt", weights_only=True)
+    for k, v in weights[1].items():  # and the scored folder still holds the best epoch's
+        torch.testing.assert_close(saved[k], v, rtol=0, atol=0)

@@ -39,9 +39,11 @@ def scored_epochs(fit_result, settings) -> dict[str, Any]:
     return out
 
 
-def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, settings) -> None:
+def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, settings,
+                     other_threshold: dict[str, float] | None = None) -> None:
     """``folder/checkpoint/``: the scored weights (``train.checkpoint``); the other epoch's in
-    ``checkpoint_last/`` or ``checkpoint_best/``, a model folder ``umsrep predict`` takes too."""
+    ``checkpoint_last/`` or ``checkpoint_best/``, a model folder ``umsrep predict`` takes too,
+    with its own thresholds (``other_threshold``, chosen for those weights) where given."""
     info = scored_epochs(fit_result, settings)
     scored = info["scored_checkpoint"]
     heads = {"head_epochs": info["best_epochs"]} if "best_epochs" in info else {}
@@ -55,5 +57,6 @@ def save_checkpoints(folder: Path, model, meta: dict[str, Any], fit_result, sett
     path.mkdir(parents=True, exist_ok=True)
     torch.save(fit_result.other_weights, path / "model.pt.tmp")
     (path / "model.pt.tmp").replace(path / "model.pt")
-    atomic_write_json({**meta, "checkpoint": other, "epoch": info[f"{other}_epoch"],
+    own = {"threshold": dict(other_threshold)} if other_threshold is not None else {}
+    atomic_write_json({**meta, "checkpoint": other, "epoch": info[f"{other}_epoch"], **own,
                        **(heads if other == "best" else {})}, path / "model.json")

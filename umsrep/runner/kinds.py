@@ -34,7 +34,7 @@ from umsrep.runner.plan import Stage
 from umsrep.runner.samples import write_stage_samples
 from umsrep.runner.scoring import evaluate_model
 from umsrep.runner.store import atomic_write_json, read_json
-from umsrep.runner.threshold import held_out_dice, threshold_record
+from umsrep.runner.threshold import held_out_dice, other_weights_threshold, threshold_record
 from umsrep.schema import SHARED
 from umsrep.strategies import STRATEGIES
 from umsrep.tasks import Task
@@ -166,9 +166,12 @@ def finetune_heads(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     metrics, preds = evaluate_model(ctx, stage, model, tasks, stage.strategy, noise,
                                     chosen["threshold"])
     ckpt = out_dir / "checkpoint"
+    # every rank, as the scored weights' choice above (a model under DDP runs on all of them)
+    other = other_weights_threshold(ctx, stage.fold, model, tasks, fit_result.other_weights,
+                                    mask_cleanup(exp))
     if rank == 0:
         save_checkpoints(out_dir, model, model_meta(ctx, tasks, stage, chosen["threshold"]),
-                         fit_result, settings)
+                         fit_result, settings, other)
         write_stage_samples(ctx, stage, model, tasks, stage.strategy, out_dir)
     return stage_result(stage, fit_result, params, str(ckpt), backbone_params=backbone_params,
                         **chosen,
@@ -193,9 +196,12 @@ def train_baseline(ctx, stage: Stage, report, resume_from, out_dir: Path, rank):
     metrics, preds = evaluate_model(ctx, stage, model, [task], "baseline", noise,
                                     chosen["threshold"])
     ckpt = out_dir / "checkpoint"
+    # every rank, as the scored weights' choice above (a model under DDP runs on all of them)
+    other = other_weights_threshold(ctx, stage.fold, model, [task], fit_result.other_weights,
+                                    mask_cleanup(exp))
     if rank == 0:
         save_checkpoints(out_dir, model, model_meta(ctx, [task], stage, chosen["threshold"]),
-                         fit_result, exp.train)
+                         fit_result, exp.train, other)
         write_stage_samples(ctx, stage, model, [task], "baseline", out_dir)
     return stage_result(stage, fit_result, params, str(ckpt), **chosen,
                         **scored_epochs(fit_result, exp.train)), metrics, preds

@@ -105,3 +105,23 @@ def threshold_record(dice: Mapping[str, np.ndarray],
                                for t, d in dice.items()},
         "threshold_val_images": {t: int(len(d)) for t, d in dice.items()},
     }
+
+
+def other_weights_threshold(ctx: StageContext, fold: int, model, tasks: Sequence[Task],
+                            other_weights: Mapping[str, torch.Tensor] | None,
+                            clean: dict[str, Any] | None = None) -> dict[str, float] | None:
+    """The thresholds of the stage's other kept weights (``checkpoint_last/`` or
+    ``checkpoint_best/``), chosen on the same held-out images as the scored weights' were:
+    None where they are the same by rule (a fixed threshold), or there is nothing to choose.
+    ``model`` is given back with its own weights."""
+    rule = ctx.exp.evaluation.threshold
+    if other_weights is None or rule != "held_out" or not any(
+            t.kind == "segmentation" for t in tasks):
+        return None
+    own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(other_weights)
+    try:
+        dice = held_out_dice(ctx, fold, model, tasks, clean)
+    finally:
+        model.load_state_dict(own)
+    return threshold_record(dice, rule)["threshold"]
