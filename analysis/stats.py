@@ -290,15 +290,19 @@ def one_decision_per_image(g: pd.DataFrame) -> pd.DataFrame:
     models = g[g["fold"] >= 0]
     if models.empty or not models.duplicated(["strategy", "sample_id"]).any():
         return models
-    ensemble = g[g["fold"] == -1]
-    if not ensemble.empty:
-        return ensemble.assign(unit=ensemble["unit"] + ", fold ensemble")
-    votes = models.groupby(["strategy", "sample_id"], sort=False)
-    k = int(votes.size().max())
-    majority = votes["correct"].mean().gt(0.5).rename("correct").reset_index()
-    first = votes.first().reset_index().drop(columns="correct")
-    out = first.merge(majority, on=["strategy", "sample_id"]).assign(fold=-1)
-    return out.assign(unit=out["unit"] + f", majority of {k} fold models")
+    parts = []
+    for _, rows in g.groupby("strategy", sort=False):  # a strategy without an ensemble: votes
+        ensemble, fold_models = rows[rows["fold"] == -1], rows[rows["fold"] >= 0]
+        if not ensemble.empty:
+            parts.append(ensemble.assign(unit=ensemble["unit"] + ", fold ensemble"))
+            continue
+        votes = fold_models.groupby(["strategy", "sample_id"], sort=False)
+        k = int(votes.size().max())
+        majority = votes["correct"].mean().gt(0.5).rename("correct").reset_index()
+        first = votes.first().reset_index().drop(columns="correct")
+        out = first.merge(majority, on=["strategy", "sample_id"]).assign(fold=-1)
+        parts.append(out.assign(unit=out["unit"] + f", majority of {k} fold models"))
+    return pd.concat(parts, ignore_index=True)
 
 
 def pairwise_mcnemar(

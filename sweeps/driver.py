@@ -137,7 +137,10 @@ class Setup:
         return {"experiment": self.experiment, "run_dir": self.run_dir,
                 "store_dir": self.store_dir, "use_gpu": res["use_gpu"],
                 "threads": int(threads or max(1, round(res["cpus_per_worker"]))),
-                "fault_injection": self.fault_injection}
+                "fault_injection": self.fault_injection,
+                # each fold's backbone store key as planned: no worker hashes the pool again
+                "backbone_keys": {str(d["fold"]): d["store_key"] for d in self.stages.values()
+                                  if d["kind"] == "backbone" and d.get("store_key")}}
 
 
 def make_trainer(setup: Setup, loop_config: dict[str, Any], name: str,

@@ -126,8 +126,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = str(ray.train.torch.get_device()) if config.get("use_gpu") else "cpu"
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    # the backbones' store keys as the driver planned them: no worker hashes the pool again
+    keys = {int(f): k for f, k in (config.get("backbone_keys") or {}).items()}
     ctx = StageContext(exp=exp, data=data, run_dir=run_dir, store_dir=Path(config["store_dir"]),
-                       device=device, tasks=build_tasks(exp, data.index))
+                       device=device, tasks=build_tasks(exp, data.index), store_keys=keys)
     if world > 1:
         ctx.prepare_model = lambda m: (sync_gradients(m, world), m)[1]
         ctx.prepare_loader = lambda dl: ray.train.torch.prepare_data_loader(dl, move_to_device=False)

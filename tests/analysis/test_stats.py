@@ -109,6 +109,9 @@ def test_an_external_image_scored_by_every_fold_model_counts_once():
     row = pairwise_mcnemar(pd.concat(joint + base + ens)).iloc[0]
     assert (row["n_pairs"], row["only_a_correct"], row["only_b_correct"]) == (n, 5, 0)
     assert row["unit"] == "sample, fold ensemble"
+    # an ensemble for one strategy only: the other's images by its majority, none dropped
+    row = pairwise_mcnemar(pd.concat(joint + base + ens[:1])).iloc[0]
+    assert (row["n_pairs"], row["only_a_correct"], row["only_b_correct"]) == (n, 5, 0)
     # a tie between fold models counts as wrong
     tie = [_preds("joint", [f % 2 == 0 and i == 0 for i in range(n)], fold=f) for f in range(4)]
     base4 = [_preds("baseline", [i == 0 for i in range(n)], fold=f) for f in range(4)]

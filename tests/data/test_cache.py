@@ -80,6 +80,26 @@ def test_corrected_labels_reach_the_index_without_decoding_again(manifest, tmp_p
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [first.name, second.name]
 
 
+def test_a_label_column_named_like_a_cache_flag_is_a_label(manifest, tmp_path):
+    """A manifest's own ``has_*`` column is a label like any other: a warm rerun hits the same
+    folder, and a corrected value of it gets the sibling, with the column once."""
+    from umsrep.data.manifest import load_manifest, save_manifest
+
+    df = load_manifest(manifest)
+    df["has_nodule"] = [0, 1, 1, 0]
+    labels = [*df.attrs["label_columns"], "has_nodule"]
+    path = save_manifest(df, tmp_path / "flagged.parquet", labels)
+    first = prepare_cache(path, size=32, out=tmp_path / "cache", workers=1)
+    assert prepare_cache(path, size=32, out=tmp_path / "cache", workers=1) == first
+    df["has_nodule"] = [1, 1, 1, 0]
+    fixed = save_manifest(df, tmp_path / "fixed.parquet", labels)
+    second = prepare_cache(fixed, size=32, out=tmp_path / "cache", workers=1)
+    index = load_cache(second).index
+    assert second != first and list(index.columns).count("has_nodule") == 1
+    assert index["has_nodule"].tolist() == [1, 1, 1, 0]
+    assert index["has_mask"].tolist() == [True, True, False, False]
+
+
 def test_file_broken_after_import_is_quarantined_not_fatal(manifest, tmp_path):
     (tmp_path / "src" / "im1.png").write_bytes(b"broken")
     cache = load_cache(prepare_cache(manifest, size=32, out=tmp_path / "cache", workers=1))

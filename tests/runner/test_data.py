@@ -128,3 +128,18 @@ def test_source_fingerprint_sees_added_and_changed_files_of_a_folder(tmp_path):
     (tmp_path / "a" / "x.png").write_bytes(b"13")  # the same size, another time
     os.utime(tmp_path / "a" / "x.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert source_fingerprint(tmp_path / "a") != added
+
+
+def test_a_stage_context_looks_backbones_up_by_the_planned_keys(tiny_config, tmp_path):
+    """The run's context starts with each fold's backbone key from the plan (what Ray workers
+    get too, sweeps.driver Setup.loop_config), the key the pool's pixels give."""
+    from umsrep.runner.context import backbone_store_key
+    from umsrep.runner.local import prepare_run
+
+    exp = load_experiment(data=tiny_config)
+    run = prepare_run(exp, tmp_path / "runs")
+    keys = run.plan.backbone_keys()
+    assert set(keys) == {0, 1} and run.ctx.store_keys == keys
+    for fold, key in keys.items():
+        assert key == backbone_key(exp, fold, pool_digest(exp, run.data, fold))
+        assert backbone_store_key(run.ctx, fold) == key

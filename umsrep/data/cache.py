@@ -273,9 +273,10 @@ def prepare_cache(
     return folder
 
 
-def _index_rows(index: pd.DataFrame) -> pd.DataFrame:
-    """The manifest's part of a cache index (without the ``has_*`` flags the cache adds)."""
-    return index[[c for c in index.columns if not c.startswith("has_")]]
+def _flag_columns(meta: dict) -> list[str]:
+    """The ``has_*`` columns the cache adds to the manifest's rows (``has_mask``, and
+    ``has_mask_<name>`` per further mask), not a manifest column that happens to start so."""
+    return ["has_mask", *(f"has_{c}" for c in meta.get("extra_masks", []))]
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -296,6 +297,8 @@ def _with_rows_of(folder: Path, manifest: pd.DataFrame, manifest_path: str | Pat
     arrays hard-linked (copied where links fail), so nothing is decoded again and no other
     run's folder changes under it."""
     cached = pd.read_parquet(folder / "index.parquet")
+    meta = json.loads((folder / "meta.json").read_text())
+    flags = cached[[c for c in _flag_columns(meta) if c in cached.columns]]
     pairs = manifest[["sample_id", "image_path"]].astype(str).itertuples(index=False, name=None)
     row_of: dict[tuple[str, str], int] = {}
     for i, pair in enumerate(pairs):
@@ -303,7 +306,7 @@ def _with_rows_of(folder: Path, manifest: pd.DataFrame, manifest_path: str | Pat
     kept = [row_of[pair] for pair in cached[["sample_id", "image_path"]].astype(str)
             .itertuples(index=False, name=None)]
     rows = manifest.iloc[kept].reset_index(drop=True)
-    if _same_rows(_index_rows(cached), rows):
+    if _same_rows(cached.drop(columns=list(flags.columns)), rows):
         return folder
     digest = hashlib.sha256(pd.util.hash_pandas_object(
         rows.astype("string").fillna("<NA>"), index=False).values.tobytes())
@@ -322,9 +325,7 @@ def _with_rows_of(folder: Path, manifest: pd.DataFrame, manifest_path: str | Pat
                     os.link(src, tmp / src.name)
                 except OSError:
                     shutil.copy2(src, tmp / src.name)
-        flags = cached[[c for c in cached.columns if c.startswith("has_")]]
         pd.concat([rows, flags], axis=1).to_parquet(tmp / "index.parquet", index=False)
-        meta = json.loads((folder / "meta.json").read_text())
         meta |= {"manifest": str(Path(manifest_path).resolve()), "arrays_of": folder.name,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class RunData:
     train: np.ndarray  # cache positions of the fine-tuning set
     external: np.ndarray  # cache positions of the external test set (may be empty)
     folds: list[Fold]
+    # pool_digest's answers, by (columns, pool positions): each pool image is hashed once
+    _pool_digests: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def pool_for_fold(self, fold: int) -> np.ndarray:
         """Images the backbone of ``fold`` pretrains on: the pool, or the fold's training part."""
@@ -59,7 +61,7 @@ class RunData:
         add what a supervised pretraining reads (a label's value, a mask column's pixels)."""
         pos = self.pool_for_fold(fold)
         memo_key = (tuple(columns), hashlib.sha256(pos.tobytes()).hexdigest())
-        memo = self.__dict__.setdefault("_pool_digests", {})
+        memo = self._pool_digests
         if memo_key not in memo:
             cache = load_cache(self.cache_path)
             masks = {c: cache.mask_array(c) for c in columns

@@ -52,7 +52,8 @@ def prepare_run(exp: Experiment, output: Path, resume: Path | None = None,
     folds = list(range(exp.folds.run or exp.folds.k))
     plan = build_plan(exp, folds, {f: pool_digest(exp, data, f) for f in folds})
     ctx = StageContext(exp=exp, data=data, run_dir=run_dir, store_dir=default_store(exp),
-                       device=device, tasks=build_tasks(exp, data.index))
+                       device=device, tasks=build_tasks(exp, data.index),
+                       store_keys=plan.backbone_keys())
     return PreparedRun(run_dir, data, plan, ctx)
 
 

@@ -36,6 +36,11 @@ class Stage:
 class Plan:
     stages: list[Stage] = field(default_factory=list)
 
+    def backbone_keys(self) -> dict[int, str]:
+        """Each fold's backbone store key as planned: what a stage's context looks its backbone
+        up by, without hashing the pretraining pool again (``StageContext.store_keys``)."""
+        return {s.fold: s.store_key for s in self.stages if s.kind == "backbone" and s.store_key}
+
     def by_id(self) -> dict[str, Stage]:
         return {s.id: s for s in self.stages}
 
